@@ -1,0 +1,300 @@
+package aggregate
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/fedrank/fedrank/rankvote"
+)
+
+// The byte formats of models and updates. Every format starts with a
+// 4-byte magic and states its shape, so a decoder can reject a payload of the
+// wrong kind or shape with a precise error before it looks at the values.
+//
+//	FRL model   "FRLM" | seed u64 | L u8 | L × (in u32, out u32) | L × packed ranking
+//	FRL update  "FRLU" | L u8 | L × n u32 | L × packed ranking
+//	dense model "DNSM" | seed u64 | L u8 | L × (in u32, out u32) | float32 weights
+//	dense update "DNSU" | L u8 | L × n u32 | float32 weights
+//
+// Integers and floats are little-endian. A packed ranking holds a layer's
+// edge indices in ascending order of score at ceil(log2 n) bits each
+// (rankvote.Pack).
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("malformed payload")
+
+const maxLayers = 64
+
+var (
+	magicFRLModel    = [4]byte{'F', 'R', 'L', 'M'}
+	magicFRLUpdate   = [4]byte{'F', 'R', 'L', 'U'}
+	magicDenseModel  = [4]byte{'D', 'N', 'S', 'M'}
+	magicDenseUpdate = [4]byte{'D', 'N', 'S', 'U'}
+)
+
+// Spec identifies a network: its layer sizes and the seed of its frozen or
+// initial weights. Peers of one federation share it.
+type Spec struct {
+	Seed  uint64
+	Sizes []int // neurons per layer, input first: 784,300,100,10
+}
+
+// Layers returns the number of edges of each layer.
+func (s Spec) Layers() []int {
+	out := make([]int, len(s.Sizes)-1)
+	for l := range out {
+		out[l] = s.Sizes[l] * s.Sizes[l+1]
+	}
+	return out
+}
+
+// Validate checks the spec's shape.
+func (s Spec) Validate() error {
+	if len(s.Sizes) < 2 || len(s.Sizes)-1 > maxLayers {
+		return fmt.Errorf("aggregate: spec needs 2..%d sizes, got %d", maxLayers+1, len(s.Sizes))
+	}
+	for i, n := range s.Sizes {
+		if n <= 0 || n > 1<<24 {
+			return fmt.Errorf("aggregate: spec size %d is %d, want 1..%d", i, n, 1<<24)
+		}
+	}
+	for l, n := range s.Layers() {
+		if n > math.MaxInt32 {
+			return fmt.Errorf("aggregate: layer %d has %d edges, more than a ranking can index", l, n)
+		}
+	}
+	return nil
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+func (s Spec) appendHeader(dst []byte, magic [4]byte) []byte {
+	dst = append(dst, magic[:]...)
+	dst = binary.LittleEndian.AppendUint64(dst, s.Seed)
+	dst = append(dst, byte(len(s.Sizes)-1))
+	for l := 0; l+1 < len(s.Sizes); l++ {
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(s.Sizes[l]))
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(s.Sizes[l+1]))
+	}
+	return dst
+}
+
+// checkHeader verifies a model header against the spec and returns the rest.
+func (s Spec) checkHeader(src []byte, magic [4]byte, what string) ([]byte, error) {
+	L := len(s.Sizes) - 1
+	need := 4 + 8 + 1 + 8*L
+	if len(src) < need {
+		return nil, malformed("%s of %d bytes is shorter than its %d-byte header", what, len(src), need)
+	}
+	if [4]byte(src[:4]) != magic {
+		return nil, malformed("%s has magic %q, want %q", what, src[:4], magic[:])
+	}
+	if seed := binary.LittleEndian.Uint64(src[4:]); seed != s.Seed {
+		return nil, malformed("%s is of network seed %d, want %d", what, seed, s.Seed)
+	}
+	if got := int(src[12]); got != L {
+		return nil, malformed("%s has %d layers, want %d", what, got, L)
+	}
+	p := src[13:]
+	for l := 0; l < L; l++ {
+		in, out := binary.LittleEndian.Uint32(p), binary.LittleEndian.Uint32(p[4:])
+		if int(in) != s.Sizes[l] || int(out) != s.Sizes[l+1] {
+			return nil, malformed("%s layer %d is %dx%d, want %dx%d", what, l, in, out, s.Sizes[l], s.Sizes[l+1])
+		}
+		p = p[8:]
+	}
+	return p, nil
+}
+
+func appendUpdateHeader(dst []byte, magic [4]byte, layers []int) []byte {
+	dst = append(dst, magic[:]...)
+	dst = append(dst, byte(len(layers)))
+	for _, n := range layers {
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(n))
+	}
+	return dst
+}
+
+func checkUpdateHeader(src []byte, magic [4]byte, layers []int) ([]byte, error) {
+	need := 4 + 1 + 4*len(layers)
+	if len(src) < need {
+		return nil, malformed("update of %d bytes is shorter than its %d-byte header", len(src), need)
+	}
+	if [4]byte(src[:4]) != magic {
+		return nil, malformed("update has magic %q, want %q", src[:4], magic[:])
+	}
+	if got := int(src[4]); got != len(layers) {
+		return nil, malformed("update has %d layers, want %d", got, len(layers))
+	}
+	p := src[5:]
+	for l, n := range layers {
+		if got := binary.LittleEndian.Uint32(p); int(got) != n {
+			return nil, malformed("update layer %d has %d entries, want %d", l, got, n)
+		}
+		p = p[4:]
+	}
+	return p, nil
+}
+
+// EncodeFRLModel encodes a global FRL model: per layer, the global ranking.
+func (s Spec) EncodeFRLModel(order [][]uint32) []byte {
+	layers := s.Layers()
+	size := 13 + 8*len(layers)
+	for _, n := range layers {
+		size += rankvote.PackedSize(n)
+	}
+	dst := s.appendHeader(make([]byte, 0, size), magicFRLModel)
+	for l, n := range layers {
+		dst = rankvote.Pack(dst, order[l], n)
+	}
+	return dst
+}
+
+// DecodeFRLModel decodes and validates a global FRL model into dst (reused
+// when the shapes fit). Every layer must be a permutation.
+func (s Spec) DecodeFRLModel(src []byte, dst [][]uint32) ([][]uint32, error) {
+	p, err := s.checkHeader(src, magicFRLModel, "FRL model")
+	if err != nil {
+		return nil, err
+	}
+	return decodeRankings(p, s.Layers(), dst, "FRL model")
+}
+
+// EncodeFRLUpdate encodes a peer's rankings (per layer, edge indices by
+// ascending score).
+func (s Spec) EncodeFRLUpdate(dst []byte, order [][]uint32) []byte {
+	layers := s.Layers()
+	dst = appendUpdateHeader(dst, magicFRLUpdate, layers)
+	for l, n := range layers {
+		dst = rankvote.Pack(dst, order[l], n)
+	}
+	return dst
+}
+
+// DecodeFRLUpdate decodes and validates an FRL update into dst.
+func (s Spec) DecodeFRLUpdate(src []byte, dst [][]uint32) ([][]uint32, error) {
+	p, err := checkUpdateHeader(src, magicFRLUpdate, s.Layers())
+	if err != nil {
+		return nil, err
+	}
+	return decodeRankings(p, s.Layers(), dst, "FRL update")
+}
+
+// FRLUpdateSize is the encoded size of an FRL update for this spec.
+func (s Spec) FRLUpdateSize() int {
+	layers := s.Layers()
+	n := 5 + 4*len(layers)
+	for _, e := range layers {
+		n += rankvote.PackedSize(e)
+	}
+	return n
+}
+
+func decodeRankings(p []byte, layers []int, dst [][]uint32, what string) ([][]uint32, error) {
+	want := 0
+	for _, n := range layers {
+		want += rankvote.PackedSize(n)
+	}
+	if len(p) != want {
+		return nil, malformed("%s rankings take %d bytes, want %d", what, len(p), want)
+	}
+	if len(dst) != len(layers) {
+		dst = make([][]uint32, len(layers))
+	}
+	for l, n := range layers {
+		size := rankvote.PackedSize(n)
+		r, err := rankvote.Unpack(p[:size], n, dst[l])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s layer %d: %w", ErrMalformed, what, l, err)
+		}
+		if err := rankvote.Validate(r, n); err != nil {
+			return nil, fmt.Errorf("%w: %s layer %d: %w", ErrMalformed, what, l, err)
+		}
+		dst[l] = r
+		p = p[size:]
+	}
+	return dst, nil
+}
+
+// EncodeDenseModel encodes dense weights (per layer, input-major).
+func (s Spec) EncodeDenseModel(w [][]float32) []byte {
+	dst := s.appendHeader(make([]byte, 0, 13+8*len(w)+4*totalLen(w)), magicDenseModel)
+	return appendFloats(dst, w)
+}
+
+// DecodeDenseModel decodes dense weights into dst; values must be finite.
+func (s Spec) DecodeDenseModel(src []byte, dst [][]float32) ([][]float32, error) {
+	p, err := s.checkHeader(src, magicDenseModel, "dense model")
+	if err != nil {
+		return nil, err
+	}
+	return decodeFloats(p, s.Layers(), dst, "dense model")
+}
+
+// EncodeDenseUpdate encodes a peer's dense weights.
+func (s Spec) EncodeDenseUpdate(dst []byte, w [][]float32) []byte {
+	dst = appendUpdateHeader(dst, magicDenseUpdate, s.Layers())
+	return appendFloats(dst, w)
+}
+
+// DecodeDenseUpdate decodes a dense update into dst; values must be finite.
+func (s Spec) DecodeDenseUpdate(src []byte, dst [][]float32) ([][]float32, error) {
+	p, err := checkUpdateHeader(src, magicDenseUpdate, s.Layers())
+	if err != nil {
+		return nil, err
+	}
+	return decodeFloats(p, s.Layers(), dst, "dense update")
+}
+
+func totalLen[T any](x [][]T) int {
+	n := 0
+	for _, v := range x {
+		n += len(v)
+	}
+	return n
+}
+
+func appendFloats(dst []byte, w [][]float32) []byte {
+	for _, layer := range w {
+		for _, v := range layer {
+			dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
+		}
+	}
+	return dst
+}
+
+func decodeFloats(p []byte, layers []int, dst [][]float32, what string) ([][]float32, error) {
+	want := 0
+	for _, n := range layers {
+		want += 4 * n
+	}
+	if len(p) != want {
+		return nil, malformed("%s weights take %d bytes, want %d", what, len(p), want)
+	}
+	if len(dst) != len(layers) {
+		dst = make([][]float32, len(layers))
+	}
+	for l, n := range layers {
+		if len(dst[l]) != n {
+			dst[l] = make([]float32, n)
+		}
+		d := dst[l]
+		for i := range d {
+			v := math.Float32frombits(binary.LittleEndian.Uint32(p[4*i:]))
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nil, malformed("%s layer %d weight %d is %v", what, l, i, v)
+			}
+			d[i] = v
+		}
+		p = p[4*n:]
+	}
+	return dst, nil
+}
+
+// cloneSizes guards a spec against later changes by the caller.
+func (s Spec) clone() Spec { return Spec{Seed: s.Seed, Sizes: slices.Clone(s.Sizes)} }

@@ -1,0 +1,69 @@
+package aggregate
+
+import (
+	"fmt"
+
+	"github.com/fedrank/fedrank/rankvote"
+)
+
+// Vote is FRL's aggregation: a Borda count per layer. Each update is a
+// ranking per layer; the vote sums every edge's positions over the round's
+// voters, orders the edges by their sums (ties by edge index), and that order
+// is the new global model (the edge with the i-th smallest sum gets the
+// layer's i-th smallest initial score). Every peer has exactly one vote,
+// whatever its sample count. Memory is O(edges), whatever the voter count.
+type Vote struct {
+	spec  Spec
+	vote  *rankvote.Vote
+	sort  rankvote.Sorter
+	ranks [][]uint32 // decode buffer
+	round uint64
+}
+
+// NewVote returns a Borda vote for networks of spec.
+func NewVote(spec Spec) (*Vote, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	spec = spec.clone()
+	return &Vote{spec: spec, vote: rankvote.NewVote(spec.Layers())}, nil
+}
+
+// Name implements Aggregator.
+func (v *Vote) Name() string { return "vote" }
+
+// Begin implements Aggregator. The previous global model plays no part in a
+// Borda vote, but it must be an FRL model of this network.
+func (v *Vote) Begin(round uint64, global []byte) error {
+	if _, err := v.spec.checkHeader(global, magicFRLModel, "FRL model"); err != nil {
+		return err
+	}
+	v.round = round
+	v.vote.Reset()
+	return nil
+}
+
+// Add implements Aggregator.
+func (v *Vote) Add(u Update) error {
+	ranks, err := v.spec.DecodeFRLUpdate(u.Payload, v.ranks)
+	if err != nil {
+		return fmt.Errorf("update from %s: %w", u.Peer, err)
+	}
+	v.ranks = ranks
+	return v.vote.Add(ranks)
+}
+
+// Len implements Aggregator.
+func (v *Vote) Len() int { return v.vote.Voters() }
+
+// Finalize implements Aggregator.
+func (v *Vote) Finalize() ([]byte, error) {
+	if v.vote.Voters() == 0 {
+		return nil, ErrNoUpdates
+	}
+	order := make([][]uint32, len(v.spec.Layers()))
+	for l := range order {
+		order[l] = v.vote.Result(l, nil)
+	}
+	return v.spec.EncodeFRLModel(order), nil
+}

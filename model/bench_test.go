@@ -1,0 +1,98 @@
+package model
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/fedrank/fedrank/data"
+)
+
+var (
+	mnistOnce             sync.Once
+	mnistTrain, mnistTest *Inputs
+	mnistErr              error
+)
+
+func loadMNIST(tb testing.TB) (*Inputs, *Inputs) {
+	tb.Helper()
+	mnistOnce.Do(func() {
+		dir, err := data.MNISTDir("")
+		if err != nil {
+			mnistErr = err
+			return
+		}
+		tr, te, err := data.LoadMNIST(dir)
+		if err != nil {
+			mnistErr = err
+			return
+		}
+		if mnistTrain, mnistErr = NewInputs(tr, data.MNISTMean, data.MNISTStd); mnistErr != nil {
+			return
+		}
+		mnistTest, mnistErr = NewInputs(te, data.MNISTMean, data.MNISTStd)
+	})
+	if mnistErr != nil {
+		tb.Fatalf("loading MNIST: %v", mnistErr)
+	}
+	return mnistTrain, mnistTest
+}
+
+var lenet = []int{784, 300, 100, 10}
+
+func frlHyper() Hyper {
+	return Hyper{LR: 0.4, Momentum: 0.9, WeightDecay: 1e-4, Epochs: 2, Batch: 8, Cosine: true}
+}
+
+// BenchmarkSupermaskClient trains one FRL client of 60 MNIST images for 2
+// local epochs (16 steps at batch 8): the unit of work of an FRL round.
+func BenchmarkSupermaskClient(b *testing.B) {
+	train, _ := loadMNIST(b)
+	net, err := NewSupermask(lenet, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := net.NewTrainer(8)
+	samples := make([]int32, 60)
+	for i := range samples {
+		samples[i] = int32(i * 7)
+	}
+	orders := make([][]uint32, len(net.Layers))
+	for l := range net.Layers {
+		orders[l] = net.Layers[l].InitOrder
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := tr.Load(orders); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tr.Train(train, samples, frlHyper(), rand.New(rand.NewPCG(uint64(i), 1))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(tr.Fallbacks)/float64(b.N), "fallbacks/op")
+	b.ReportMetric(float64(b.N*16)/b.Elapsed().Seconds(), "steps/s")
+}
+
+// BenchmarkEvaluate scores a supermask global model on the 10,000 test images (one goroutine).
+func BenchmarkEvaluate(b *testing.B) {
+	_, test := loadMNIST(b)
+	net, err := NewSupermask(lenet, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	orders := make([][]uint32, len(net.Layers))
+	for l := range net.Layers {
+		orders[l] = net.Layers[l].InitOrder
+	}
+	eff, colsum, err := net.EffectiveFromRanking(orders, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := NewEvaluator(lenet)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ev.Run(eff, colsum, test, 0, test.N)
+	}
+	b.ReportMetric(float64(b.N*test.N)/b.Elapsed().Seconds(), "images/s")
+}

@@ -1,0 +1,86 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// Hyper holds the local training settings. The FRL reference uses SGD with
+// lr 0.4·0.999^round, momentum 0.9 (fresh each round), weight decay 1e-4,
+// 2 epochs, batch 8 and cosine annealing over the epochs.
+type Hyper struct {
+	LR          float64 // learning rate of the first local epoch
+	Momentum    float64
+	WeightDecay float64
+	Epochs      int
+	Batch       int
+	// Cosine anneals the rate once per epoch: lr·(1+cos(π·epoch/Epochs))/2
+	// (PyTorch's CosineAnnealingLR with T_max = Epochs, stepped per epoch).
+	Cosine bool
+}
+
+// Validate reports the first invalid setting.
+func (h Hyper) Validate() error {
+	switch {
+	case !(h.LR > 0) || math.IsInf(h.LR, 0):
+		return fmt.Errorf("model: learning rate %v must be > 0 and finite", h.LR)
+	case h.Momentum < 0 || h.Momentum >= 1:
+		return fmt.Errorf("model: momentum %v must be in [0,1)", h.Momentum)
+	case h.WeightDecay < 0:
+		return fmt.Errorf("model: weight decay %v must be >= 0", h.WeightDecay)
+	case h.Epochs < 1:
+		return fmt.Errorf("model: epochs %d must be >= 1", h.Epochs)
+	case h.Batch < 1:
+		return fmt.Errorf("model: batch %d must be >= 1", h.Batch)
+	}
+	return nil
+}
+
+// EpochLR is the learning rate of local epoch ep (from 0).
+func (h Hyper) EpochLR(ep int) float64 {
+	if !h.Cosine {
+		return h.LR
+	}
+	return h.LR * (1 + math.Cos(math.Pi*float64(ep)/float64(h.Epochs))) / 2
+}
+
+// stepper is what a trainer does with one batch's gradients.
+type stepper interface {
+	// effective returns the weights the forward pass uses and the first
+	// layer's column sums.
+	effective() ([][]float32, []float32)
+	// update applies one SGD step with the gradients held by the engine.
+	update(e *engine, B int, offset, lr float32)
+}
+
+// runEpochs runs local SGD over samples (indices into in) and returns the
+// mean training loss of the last epoch.
+func runEpochs(e *engine, st stepper, in *Inputs, samples []int32, h Hyper, rng *rand.Rand, order []int32) ([]int32, float64, error) {
+	if err := h.Validate(); err != nil {
+		return order, 0, err
+	}
+	if h.Batch > e.maxB {
+		return order, 0, fmt.Errorf("model: batch %d exceeds the trainer's %d", h.Batch, e.maxB)
+	}
+	order = append(order[:0], samples...)
+	var lossSum float64
+	for ep := 0; ep < h.Epochs; ep++ {
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		lr := float32(h.EpochLR(ep))
+		lossSum = 0
+		for lo := 0; lo < len(order); lo += h.Batch {
+			batch := order[lo:min(lo+h.Batch, len(order))]
+			eff, colsum := st.effective()
+			e.forward(eff, colsum, in, batch)
+			l, _ := e.loss(in, batch, true)
+			lossSum += l
+			e.backward(eff, in, batch)
+			st.update(e, len(batch), in.Offset, lr)
+		}
+	}
+	if len(order) == 0 {
+		return order, 0, nil
+	}
+	return order, lossSum / float64(len(order)), nil
+}

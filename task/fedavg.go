@@ -1,0 +1,137 @@
+package task
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/fedrank/fedrank/aggregate"
+	"github.com/fedrank/fedrank/model"
+)
+
+// DenseConfig configures FedAvg-style training of a dense network.
+type DenseConfig struct {
+	Name    string
+	Sizes   []int
+	Seed    uint64 // seeds the initial weights
+	Hyper   model.Hyper
+	LRDecay float64
+}
+
+// DefaultFedAvg is the FRL reference's FedAvg baseline on MNIST (lr 0.01),
+// with the same local schedule as FRL.
+func DefaultFedAvg(seed uint64) DenseConfig {
+	return DenseConfig{
+		Name:    "fedavg-mnist",
+		Sizes:   []int{784, 300, 100, 10},
+		Seed:    seed,
+		Hyper:   model.Hyper{LR: 0.01, Momentum: 0.9, WeightDecay: 1e-4, Epochs: 2, Batch: 8, Cosine: true},
+		LRDecay: 0.999,
+	}
+}
+
+// Dense trains a dense network's weights locally; peers upload their weights
+// and the aggregator averages them (FedAvg). Safe for concurrent use.
+type Dense struct {
+	cfg     DenseConfig
+	spec    aggregate.Spec
+	net     *model.Dense
+	data    Data
+	workers sync.Pool // *model.DenseTrainer
+	evals   sync.Pool
+}
+
+// NewDense builds the task.
+func NewDense(cfg DenseConfig, d Data) (*Dense, error) {
+	if err := d.validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Hyper.Validate(); err != nil {
+		return nil, err
+	}
+	if !(cfg.LRDecay > 0 && cfg.LRDecay <= 1) {
+		return nil, fmt.Errorf("task: learning-rate decay %v must be in (0,1]", cfg.LRDecay)
+	}
+	net, err := model.NewDense(cfg.Sizes, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	if d.Train.Dim != cfg.Sizes[0] || d.Test.Dim != cfg.Sizes[0] {
+		return nil, fmt.Errorf("task: data has %d features, network expects %d", d.Train.Dim, cfg.Sizes[0])
+	}
+	spec := aggregate.Spec{Seed: cfg.Seed, Sizes: net.Sizes}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Dense{cfg: cfg, spec: spec, net: net, data: d}
+	t.workers.New = func() any { return model.NewDenseTrainer(net.Sizes, cfg.Hyper.Batch) }
+	t.evals.New = func() any { return model.NewEvaluator(net.Sizes) }
+	return t, nil
+}
+
+// Info implements Task.
+func (t *Dense) Info() Info {
+	return Info{
+		Name:              t.cfg.Name,
+		Model:             fmt.Sprintf("dense %v", t.cfg.Sizes),
+		Params:            t.net.Params(),
+		DefaultAggregator: "fedavg",
+		Aggregators:       []string{"fedavg"},
+	}
+}
+
+// Spec is the network identity the task's payloads use.
+func (t *Dense) Spec() aggregate.Spec { return t.spec }
+
+// NumClients implements Task.
+func (t *Dense) NumClients() int { return len(t.data.Parts) }
+
+// ClientSamples implements Task.
+func (t *Dense) ClientSamples(c int) int { return len(t.data.Parts[c]) }
+
+// InitialModel implements Task.
+func (t *Dense) InitialModel() ([]byte, error) { return t.spec.EncodeDenseModel(t.net.Init), nil }
+
+// NewAggregator implements Task.
+func (t *Dense) NewAggregator(name string) (aggregate.Aggregator, error) {
+	switch name {
+	case "", "fedavg":
+		return aggregate.NewFedAvg(t.spec)
+	}
+	return nil, fmt.Errorf("task %s: unknown aggregator %q (have: fedavg)", t.cfg.Name, name)
+}
+
+// Train implements Task: local SGD from the global weights; the update is
+// the trained weights.
+func (t *Dense) Train(job Job) ([]byte, error) {
+	if job.Client < 0 || job.Client >= len(t.data.Parts) {
+		return nil, fmt.Errorf("task: client %d out of range 0..%d", job.Client, len(t.data.Parts)-1)
+	}
+	tr := t.workers.Get().(*model.DenseTrainer)
+	defer t.workers.Put(tr)
+	w, err := t.spec.DecodeDenseModel(job.Model, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := tr.Load(w); err != nil {
+		return nil, err
+	}
+	h := t.cfg.Hyper
+	h.LR *= math.Pow(t.cfg.LRDecay, float64(job.Round-1))
+	rng := rand.New(rand.NewPCG(job.Seed, uint64(job.Client)))
+	if _, err := tr.Train(t.data.Train, t.data.samples(job.Client), h, rng); err != nil {
+		return nil, err
+	}
+	return t.spec.EncodeDenseUpdate(nil, tr.Weights()), nil
+}
+
+// Evaluate implements Task.
+func (t *Dense) Evaluate(m []byte) (Eval, error) {
+	w, err := t.spec.DecodeDenseModel(m, nil)
+	if err != nil {
+		return Eval{}, err
+	}
+	colsum := model.ColumnSums(w[0], t.cfg.Sizes[0], t.cfg.Sizes[1])
+	return evaluate(&t.evals, w, colsum, t.data.Test), nil
+}

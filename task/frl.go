@@ -1,0 +1,193 @@
+package task
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/fedrank/fedrank/aggregate"
+	"github.com/fedrank/fedrank/data"
+	"github.com/fedrank/fedrank/model"
+	"github.com/fedrank/fedrank/rankvote"
+)
+
+// FRLConfig configures Federated Rank Learning on a supermask network.
+type FRLConfig struct {
+	Name  string // task name, e.g. "frl-mnist"
+	Sizes []int  // 784,300,100,10
+	Seed  uint64 // seeds the frozen weights and initial scores
+	Hyper model.Hyper
+	// LRDecay multiplies the learning rate once per round: lr·LRDecay^(round-1).
+	LRDecay float64
+}
+
+// DefaultFRL is the FRL reference's MNIST setting.
+func DefaultFRL(seed uint64) FRLConfig {
+	return FRLConfig{
+		Name:    "frl-mnist",
+		Sizes:   []int{784, 300, 100, 10},
+		Seed:    seed,
+		Hyper:   model.Hyper{LR: 0.4, Momentum: 0.9, WeightDecay: 1e-4, Epochs: 2, Batch: 8, Cosine: true},
+		LRDecay: 0.999,
+	}
+}
+
+// Data is a task's training and test data and the clients' partition.
+type Data struct {
+	Train, Test *model.Inputs
+	Parts       data.Partition
+}
+
+func (d Data) validate() error {
+	if d.Train == nil || d.Test == nil {
+		return fmt.Errorf("task: training and test data are required")
+	}
+	if len(d.Parts) == 0 {
+		return fmt.Errorf("task: the partition has no clients")
+	}
+	for c, p := range d.Parts {
+		for _, k := range p {
+			if k < 0 || k >= d.Train.N {
+				return fmt.Errorf("task: client %d holds sample %d of a %d-sample set", c, k, d.Train.N)
+			}
+		}
+	}
+	return nil
+}
+
+func (d Data) samples(c int) []int32 {
+	p := d.Parts[c]
+	out := make([]int32, len(p))
+	for i, k := range p {
+		out[i] = int32(k)
+	}
+	return out
+}
+
+// FRL is Federated Rank Learning: peers train the scores of a frozen random
+// network and upload, per layer, the ranking of its edges; the aggregator
+// votes. Safe for concurrent use.
+type FRL struct {
+	cfg     FRLConfig
+	spec    aggregate.Spec
+	net     *model.Supermask
+	data    Data
+	workers sync.Pool // *frlWorker
+	evals   sync.Pool // *model.Evaluator
+}
+
+type frlWorker struct {
+	tr    *model.SupermaskTrainer
+	sort  rankvote.Sorter
+	order [][]uint32
+}
+
+// NewFRL builds the task.
+func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
+	if err := d.validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Hyper.Validate(); err != nil {
+		return nil, err
+	}
+	if !(cfg.LRDecay > 0 && cfg.LRDecay <= 1) {
+		return nil, fmt.Errorf("task: learning-rate decay %v must be in (0,1]", cfg.LRDecay)
+	}
+	net, err := model.NewSupermask(cfg.Sizes, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	if d.Train.Dim != cfg.Sizes[0] || d.Test.Dim != cfg.Sizes[0] {
+		return nil, fmt.Errorf("task: data has %d features, network expects %d", d.Train.Dim, cfg.Sizes[0])
+	}
+	spec := aggregate.Spec{Seed: cfg.Seed, Sizes: net.Sizes}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	t := &FRL{cfg: cfg, spec: spec, net: net, data: d}
+	t.workers.New = func() any {
+		return &frlWorker{tr: net.NewTrainer(cfg.Hyper.Batch), order: make([][]uint32, len(net.Layers))}
+	}
+	t.evals.New = func() any { return model.NewEvaluator(net.Sizes) }
+	return t, nil
+}
+
+// Info implements Task.
+func (t *FRL) Info() Info {
+	return Info{
+		Name:              t.cfg.Name,
+		Model:             fmt.Sprintf("supermask %v", t.cfg.Sizes),
+		Params:            t.net.Params(),
+		DefaultAggregator: "vote",
+		Aggregators:       []string{"vote"},
+	}
+}
+
+// Spec is the network identity (sizes and seed) the task's payloads use.
+func (t *FRL) Spec() aggregate.Spec { return t.spec }
+
+// NumClients implements Task.
+func (t *FRL) NumClients() int { return len(t.data.Parts) }
+
+// ClientSamples implements Task.
+func (t *FRL) ClientSamples(c int) int { return len(t.data.Parts[c]) }
+
+// InitialModel implements Task: the ranking of the initial scores.
+func (t *FRL) InitialModel() ([]byte, error) {
+	order := make([][]uint32, len(t.net.Layers))
+	for l := range order {
+		order[l] = t.net.Layers[l].InitOrder
+	}
+	return t.spec.EncodeFRLModel(order), nil
+}
+
+// NewAggregator implements Task.
+func (t *FRL) NewAggregator(name string) (aggregate.Aggregator, error) {
+	switch name {
+	case "", "vote":
+		return aggregate.NewVote(t.spec)
+	}
+	return nil, fmt.Errorf("task %s: unknown aggregator %q (have: vote)", t.cfg.Name, name)
+}
+
+// Train implements Task: local training from the global ranking, then the
+// ranking of the trained scores.
+func (t *FRL) Train(job Job) ([]byte, error) {
+	if job.Client < 0 || job.Client >= len(t.data.Parts) {
+		return nil, fmt.Errorf("task: client %d out of range 0..%d", job.Client, len(t.data.Parts)-1)
+	}
+	w := t.workers.Get().(*frlWorker)
+	defer t.workers.Put(w)
+	order, err := t.spec.DecodeFRLModel(job.Model, w.order)
+	if err != nil {
+		return nil, err
+	}
+	w.order = order
+	if err := w.tr.Load(order); err != nil {
+		return nil, err
+	}
+	h := t.cfg.Hyper
+	h.LR *= math.Pow(t.cfg.LRDecay, float64(job.Round-1))
+	rng := rand.New(rand.NewPCG(job.Seed, uint64(job.Client)))
+	if _, err := w.tr.Train(t.data.Train, t.data.samples(job.Client), h, rng); err != nil {
+		return nil, err
+	}
+	for l, s := range w.tr.Scores() {
+		w.order[l] = w.sort.Argsort(s, w.order[l])
+	}
+	return t.spec.EncodeFRLUpdate(make([]byte, 0, t.spec.FRLUpdateSize()), w.order), nil
+}
+
+// Evaluate implements Task.
+func (t *FRL) Evaluate(m []byte) (Eval, error) {
+	order, err := t.spec.DecodeFRLModel(m, nil)
+	if err != nil {
+		return Eval{}, err
+	}
+	eff, colsum, err := t.net.EffectiveFromRanking(order, nil, nil)
+	if err != nil {
+		return Eval{}, err
+	}
+	return evaluate(&t.evals, eff, colsum, t.data.Test), nil
+}
