@@ -162,7 +162,7 @@ func (s Spec) DecodeFRLModel(src []byte, dst [][]uint32) ([][]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeRankings(p, s.Layers(), dst, "FRL model")
+	return decodeRankings(p, s.Layers(), dst, "FRL model", true)
 }
 
 // EncodeFRLUpdate encodes a peer's rankings (per layer, edge indices by
@@ -178,11 +178,17 @@ func (s Spec) EncodeFRLUpdate(dst []byte, order [][]uint32) []byte {
 
 // DecodeFRLUpdate decodes and validates an FRL update into dst.
 func (s Spec) DecodeFRLUpdate(src []byte, dst [][]uint32) ([][]uint32, error) {
+	return s.decodeFRLUpdate(src, dst, true)
+}
+
+// decodeFRLUpdate skips the permutation check when permCheck is false, for
+// callers that check while they consume (rankvote.Vote.Add does).
+func (s Spec) decodeFRLUpdate(src []byte, dst [][]uint32, permCheck bool) ([][]uint32, error) {
 	p, err := checkUpdateHeader(src, magicFRLUpdate, s.Layers())
 	if err != nil {
 		return nil, err
 	}
-	return decodeRankings(p, s.Layers(), dst, "FRL update")
+	return decodeRankings(p, s.Layers(), dst, "FRL update", permCheck)
 }
 
 // FRLUpdateSize is the encoded size of an FRL update for this spec.
@@ -195,7 +201,7 @@ func (s Spec) FRLUpdateSize() int {
 	return n
 }
 
-func decodeRankings(p []byte, layers []int, dst [][]uint32, what string) ([][]uint32, error) {
+func decodeRankings(p []byte, layers []int, dst [][]uint32, what string, permCheck bool) ([][]uint32, error) {
 	want := 0
 	for _, n := range layers {
 		want += rankvote.PackedSize(n)
@@ -212,8 +218,10 @@ func decodeRankings(p []byte, layers []int, dst [][]uint32, what string) ([][]ui
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s layer %d: %w", ErrMalformed, what, l, err)
 		}
-		if err := rankvote.Validate(r, n); err != nil {
-			return nil, fmt.Errorf("%w: %s layer %d: %w", ErrMalformed, what, l, err)
+		if permCheck {
+			if err := rankvote.Validate(r, n); err != nil {
+				return nil, fmt.Errorf("%w: %s layer %d: %w", ErrMalformed, what, l, err)
+			}
 		}
 		dst[l] = r
 		p = p[size:]

@@ -45,12 +45,17 @@ func (v *Vote) Begin(round uint64, global []byte) error {
 
 // Add implements Aggregator.
 func (v *Vote) Add(u Update) error {
-	ranks, err := v.spec.DecodeFRLUpdate(u.Payload, v.ranks)
+	// Vote.Add checks that every layer is a permutation while it sums, and
+	// rolls back on the first bad one.
+	ranks, err := v.spec.decodeFRLUpdate(u.Payload, v.ranks, false)
 	if err != nil {
 		return fmt.Errorf("update from %s: %w", u.Peer, err)
 	}
 	v.ranks = ranks
-	return v.vote.Add(ranks)
+	if err := v.vote.Add(ranks); err != nil {
+		return fmt.Errorf("update from %s: %w: %w", u.Peer, ErrMalformed, err)
+	}
+	return nil
 }
 
 // Len implements Aggregator.

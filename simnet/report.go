@@ -1,0 +1,39 @@
+package simnet
+
+// Report is the result of a simulated run: the report.json contract of
+// DESIGN.md section 4. Field names are relied on by scripts; add, never rename.
+type Report struct {
+	Scenario       string        `json:"scenario"`
+	Seed           uint64        `json:"seed"`
+	Config         Config        `json:"config"`
+	Model          ModelInfo     `json:"model"`
+	Rounds         []RoundReport `json:"rounds"`
+	FinalAccuracy  float64       `json:"final_accuracy"`
+	BestAccuracy   float64       `json:"best_accuracy"`
+	BytesUpTotal   int64         `json:"bytes_up_total"`
+	BytesDownTotal int64         `json:"bytes_down_total"`
+	WallSeconds    float64       `json:"wall_seconds"`
+}
+
+// ModelInfo names the model and identifies the final global model.
+type ModelInfo struct {
+	Name   string `json:"name"`
+	Params int    `json:"params"`
+	// Hash is the hex SHA-256 of the final global model's encoded bytes.
+	Hash string `json:"hash"`
+}
+
+// RoundReport is one row of rounds.csv and one element of report.json's rounds.
+type RoundReport struct {
+	Round     uint64  `json:"round"`
+	Accuracy  float64 `json:"accuracy"`
+	Loss      float64 `json:"loss"`
+	Selected  int     `json:"selected"`
+	Accepted  int     `json:"accepted"`
+	Rejected  int     `json:"rejected"`
+	BytesUp   int64   `json:"bytes_up"`
+	BytesDown int64   `json:"bytes_down"`
+	SimMs     float64 `json:"sim_ms"`
+	WallMs    float64 `json:"wall_ms"`
+	ModelHash string  `json:"model_hash"`
+}
