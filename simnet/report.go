@@ -3,16 +3,20 @@ package simnet
 // Report is the result of a simulated run: the report.json contract of
 // DESIGN.md section 4. Field names are relied on by scripts; add, never rename.
 type Report struct {
-	Scenario       string        `json:"scenario"`
-	Seed           uint64        `json:"seed"`
-	Config         Config        `json:"config"`
-	Model          ModelInfo     `json:"model"`
-	Rounds         []RoundReport `json:"rounds"`
-	FinalAccuracy  float64       `json:"final_accuracy"`
-	BestAccuracy   float64       `json:"best_accuracy"`
-	BytesUpTotal   int64         `json:"bytes_up_total"`
-	BytesDownTotal int64         `json:"bytes_down_total"`
-	WallSeconds    float64       `json:"wall_seconds"`
+	Scenario string        `json:"scenario"`
+	Seed     uint64        `json:"seed"`
+	Config   Config        `json:"config"`
+	Model    ModelInfo     `json:"model"`
+	Rounds   []RoundReport `json:"rounds"`
+	// InitialAccuracy and InitialLoss score the model the run starts from
+	// (round 0): a random supermask for FRL, the base model for fine-tuning.
+	InitialAccuracy float64 `json:"initial_accuracy"`
+	InitialLoss     float64 `json:"initial_loss"`
+	FinalAccuracy   float64 `json:"final_accuracy"`
+	BestAccuracy    float64 `json:"best_accuracy"`
+	BytesUpTotal    int64   `json:"bytes_up_total"`
+	BytesDownTotal  int64   `json:"bytes_down_total"`
+	WallSeconds     float64 `json:"wall_seconds"`
 }
 
 // ModelInfo names the model and identifies the final global model.

@@ -207,6 +207,12 @@ func simulate(ctx context.Context, cfg Config, t task.Task, obs Observer, opts s
 	if err != nil {
 		return nil, fmt.Errorf("simnet: initial model: %w", err)
 	}
+	// The starting point: LoRA fine-tuning reports how far it lifts its base
+	// model, FRL the accuracy of the random supermask it starts from.
+	initEval, err := t.Evaluate(initial)
+	if err != nil {
+		return nil, fmt.Errorf("simnet: evaluate initial model: %w", err)
+	}
 	info := t.Info()
 	s := &sim{
 		ctx: ctx, cfg: cfg, task: t, opts: opts, obs: obs,
@@ -215,7 +221,8 @@ func simulate(ctx context.Context, cfg Config, t task.Task, obs Observer, opts s
 		evals: map[string]*evalJob{},
 		start: start,
 		rep: &Report{Scenario: cfg.Scenario, Seed: cfg.Seed, Config: cfg,
-			Model: ModelInfo{Name: orDefault(info.Model, info.Name), Params: info.Params}},
+			Model:           ModelInfo{Name: orDefault(info.Model, info.Name), Params: info.Params},
+			InitialAccuracy: initEval.Accuracy, InitialLoss: initEval.Loss},
 	}
 	if err := s.build(prof, initial); err != nil {
 		return nil, err

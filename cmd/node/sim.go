@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fedrank/fedrank/report"
+	"github.com/fedrank/fedrank/simnet"
+)
+
+// flagForField maps the JSON name of each simnet.Config field to the flag
+// that sets it, so that a *simnet.ConfigError is reported in the user's terms.
+var flagForField = map[string]string{
+	"scenario":         "scenario",
+	"peers":            "peers",
+	"per_round":        "per-round",
+	"rounds":           "rounds",
+	"seed":             "seed",
+	"partition":        "partition",
+	"aggregator":       "aggregator",
+	"attackers":        "attackers",
+	"attack":           "attack",
+	"net":              "net",
+	"crash":            "crash",
+	"quorum":           "quorum",
+	"round_timeout_ms": "round-timeout",
+	"data_dir":         "data",
+	"workers":          "workers",
+}
+
+// flagName is the flag, with its dashes, that sets the Config field named by
+// a ConfigError; a field no flag sets is returned as it is.
+func flagName(field string) string {
+	if f, ok := flagForField[field]; ok {
+		return "--" + f
+	}
+	return field
+}
+
+// usageError is a bad flag value found by the CLI itself.
+type usageError struct {
+	flag string // without dashes
+	msg  string
+}
+
+func (e *usageError) Error() string { return fmt.Sprintf("invalid --%s: %s", e.flag, e.msg) }
+
+// simOptions is the parsed command line of `node sim`.
+type simOptions struct {
+	cfg   simnet.Config
+	given map[string]bool // the flags on the command line, by name
+	out   string
+	json  bool
+	list  bool
+	quiet bool
+}
+
+// parseSim parses the flags of `node sim`. Flags left out leave their Config
+// field zero, which simnet.Run fills from the scenario's defaults. Syntax
+// errors (an unknown flag, an unparsable value) and -h are printed on stderr
+// here; a value that parses but cannot be right comes back as a *usageError
+// for the caller to print.
+func parseSim(args []string, stderr io.Writer) (simOptions, error) {
+	o := simOptions{given: map[string]bool{}}
+	c := &o.cfg
+	fs := flag.NewFlagSet("node sim", flag.ContinueOnError)
+	// The flag package's own messages are reworded below, and the flag list is
+	// printed for -h only: after a typo, one line naming the flag says more.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&c.Scenario, "scenario", "", "scenario `name` (default "+simnet.DefaultScenario+")")
+	fs.IntVar(&c.Peers, "peers", 0, "number of simulated peers")
+	fs.IntVar(&c.PerRound, "per-round", 0, "peers selected to train each round")
+	fs.IntVar(&c.Rounds, "rounds", 0, "number of rounds")
+	fs.Uint64Var(&c.Seed, "seed", 0, "seed of every random choice; the same seed and flags give the same model")
+	fs.StringVar(&c.Partition, "partition", "", "data partition: iid, dirichlet:ALPHA or shards:K")
+	fs.StringVar(&c.Aggregator, "aggregator", "", "aggregator `name` (default: the scenario's)")
+	fs.Float64Var(&c.Attackers, "attackers", 0, "`fraction` of peers that attack, in [0, 0.5)")
+	fs.StringVar(&c.Attack, "attack", "", "attack `name`")
+	fs.StringVar(&c.Net, "net", "", "network profile: ideal, lan, wan or lossy")
+	fs.Float64Var(&c.Crash, "crash", 0, "`probability` that a selected trainer crashes in a round")
+	fs.Float64Var(&c.Quorum, "quorum", 0, "`fraction` of the selected peers whose updates close a round early")
+	fs.Func("round-timeout", "round deadline in simulated time, a `duration` such as 30s or 1500ms", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return errors.New(strings.TrimPrefix(err.Error(), "time: "))
+		}
+		if d%time.Millisecond != 0 {
+			return errors.New("must be a whole number of milliseconds")
+		}
+		c.RoundTimeoutMs = d.Milliseconds()
+		return nil
+	})
+	fs.StringVar(&c.DataDir, "data", "", "`dir`ectory of the MNIST IDX files (default: the copy shipped with the Go module)")
+	fs.IntVar(&c.Workers, "workers", 0, "goroutines for training and evaluation (default GOMAXPROCS); changes wall time, never results")
+	fs.StringVar(&o.out, "out", "", "write report.json, rounds.csv and accuracy.png into `dir`")
+	fs.BoolVar(&o.json, "json", false, "print report.json on stdout instead of the table")
+	fs.BoolVar(&o.list, "list", false, "list the scenarios, aggregators, attacks and network profiles")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
+
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		simUsage(fs, stderr)
+		return o, err
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "node sim: %v\nRun 'node sim -h' for the flags.\n", err)
+		return o, err
+	}
+	fs.Visit(func(f *flag.Flag) { o.given[f.Name] = true })
+	if !o.list {
+		if err := checkGivenZeros(o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// simUsage prints the flags of `node sim` as DESIGN.md writes them, with two dashes.
+func simUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintln(w, "usage: node sim [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Runs a simulated federation: a progress bar on stderr, then a summary table on stdout")
+	fmt.Fprintln(w, "(or, with --json, report.json). Flags left out take the scenario's defaults;")
+	fmt.Fprintln(w, "--list shows the scenarios, aggregators, attacks and network profiles.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Flags:")
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, help := flag.UnquoteUsage(f)
+		if arg != "" {
+			arg = " " + arg
+		}
+		fmt.Fprintf(w, "  --%s%s\n        %s\n", f.Name, arg, help)
+	})
+}
+
+// checkGivenZeros rejects a flag given as zero (or "") that simnet would
+// replace with the scenario's default: Config cannot tell "0" from "unset", so
+// the run would quietly ignore what the user asked for. Where the effective
+// value is zero too, the user gets the zero they asked for.
+func checkGivenZeros(o simOptions) error {
+	eff, _, err := simnet.Resolve(o.cfg)
+	if err != nil {
+		return nil // simnet.Run reports it
+	}
+	cv, ev := reflect.ValueOf(o.cfg), reflect.ValueOf(eff)
+	for i := range cv.NumField() {
+		field := strings.Split(cv.Type().Field(i).Tag.Get("json"), ",")[0]
+		fl, ok := flagForField[field]
+		if !ok || !o.given[fl] || !cv.Field(i).IsZero() || ev.Field(i).IsZero() {
+			continue
+		}
+		zero, def := "0", fmt.Sprint(ev.Field(i).Interface())
+		switch {
+		case field == "round_timeout_ms":
+			zero, def = "0s", (time.Duration(eff.RoundTimeoutMs) * time.Millisecond).String()
+		case cv.Field(i).Kind() == reflect.String:
+			zero, def = `""`, fmt.Sprintf("%q", def)
+		}
+		return &usageError{fl, fmt.Sprintf("%s would mean the scenario's default (%s); leave the flag out to use it", zero, def)}
+	}
+	return nil
+}
+
+// runSim is `node sim`.
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseSim(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if ue := (*usageError)(nil); errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "node sim: %v\n", ue)
+		return exitUsage
+	}
+	if err != nil {
+		return exitUsage // parseSim has said what is wrong
+	}
+	if o.list {
+		return listSim(o.json, stdout, stderr)
+	}
+	if o.out != "" {
+		// Find out now, not after an hour of simulation, that --out is unusable.
+		if err := checkWritableDir(o.out); err != nil {
+			fmt.Fprintf(stderr, "node sim: invalid --out: %v\n", err)
+			return exitUsage
+		}
+	}
+
+	prog := newProgress(stderr, o.quiet)
+	var (
+		mu    sync.Mutex
+		done  []simnet.RoundReport
+		total int
+	)
+	obs := func(r simnet.RoundReport, totalRounds int) {
+		mu.Lock()
+		defer mu.Unlock()
+		done = append(done, r)
+		total = totalRounds
+		prog.round(r, totalRounds)
+	}
+	start := time.Now()
+	rep, err := simnet.Run(ctx, o.cfg, obs)
+	mu.Lock()
+	defer mu.Unlock()
+	prog.finish()
+
+	if err != nil {
+		var ce *simnet.ConfigError
+		if errors.As(err, &ce) {
+			fmt.Fprintf(stderr, "node sim: invalid %s: %s\n", flagName(ce.Field), ce.Msg)
+			return exitUsage
+		}
+		if ctx.Err() == nil {
+			fmt.Fprintf(stderr, "node sim: %v\n", err)
+			return exitFailure
+		}
+		// Interrupted: report the rounds that completed, then fail.
+		if rep == nil {
+			rep = partialReport(o.cfg, done, time.Since(start))
+		}
+		if rep.Config.Rounds > 0 {
+			total = rep.Config.Rounds
+		}
+		if total > 0 {
+			fmt.Fprintf(stderr, "node sim: interrupted after %d of %d rounds\n", len(rep.Rounds), total)
+		} else {
+			fmt.Fprintf(stderr, "node sim: interrupted after %d rounds\n", len(rep.Rounds))
+		}
+		if len(rep.Rounds) > 0 {
+			writeOutputs(o, rep, stdout, stderr)
+		}
+		return exitFailure
+	}
+	if !writeOutputs(o, rep, stdout, stderr) {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// writeOutputs prints the table or the JSON report and writes --out. It
+// reports whether all of it succeeded, having said on stderr what did not.
+func writeOutputs(o simOptions, rep *simnet.Report, stdout, stderr io.Writer) bool {
+	var err error
+	if o.json {
+		err = report.WriteJSON(stdout, rep)
+	} else {
+		err = report.Table(stdout, rep)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "node sim: %v\n", err)
+		return false
+	}
+	if o.out == "" {
+		return true
+	}
+	if err := report.WriteDir(o.out, rep); err != nil {
+		fmt.Fprintf(stderr, "node sim: %v\n", err)
+		return false
+	}
+	if !o.quiet {
+		fmt.Fprintf(stderr, "node sim: wrote %s, %s and %s in %s\n", report.JSONFile, report.CSVFile, report.PNGFile, o.out)
+	}
+	return true
+}
+
+// partialReport stands in for the report of an interrupted run when
+// simnet.Run returned none: the rounds the observer saw and their totals.
+func partialReport(cfg simnet.Config, rounds []simnet.RoundReport, wall time.Duration) *simnet.Report {
+	if cfg.Scenario == "" {
+		cfg.Scenario = simnet.DefaultScenario
+	}
+	rep := &simnet.Report{Scenario: cfg.Scenario, Seed: cfg.Seed, Config: cfg, Rounds: rounds, WallSeconds: wall.Seconds()}
+	for i, r := range rounds {
+		rep.BytesUpTotal += r.BytesUp
+		rep.BytesDownTotal += r.BytesDown
+		if i == 0 || r.Accuracy > rep.BestAccuracy {
+			rep.BestAccuracy = r.Accuracy
+		}
+		rep.FinalAccuracy = r.Accuracy
+		rep.Model.Hash = r.ModelHash
+	}
+	return rep
+}
+
+// checkWritableDir creates dir if needed and checks that files can be made in it.
+func checkWritableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".node-sim-check-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// listing is the --list --json output.
+type listing struct {
+	DefaultScenario string            `json:"default_scenario"`
+	Scenarios       []scenarioListing `json:"scenarios"`
+	Attacks         []simnet.Info     `json:"attacks"`
+	NetProfiles     []simnet.Info     `json:"net_profiles"`
+}
+
+type scenarioListing struct {
+	Name              string   `json:"name"`
+	Description       string   `json:"description"`
+	DefaultAggregator string   `json:"default_aggregator"`
+	Aggregators       []string `json:"aggregators"`
+}
+
+func listSim(asJSON bool, stdout, stderr io.Writer) int {
+	l := listing{DefaultScenario: simnet.DefaultScenario, Attacks: simnet.Attacks(), NetProfiles: simnet.NetProfiles()}
+	for _, s := range simnet.Scenarios() {
+		def := s.Defaults.Aggregator
+		if def == "" && len(s.Aggregators) > 0 {
+			def = s.Aggregators[0]
+		}
+		l.Scenarios = append(l.Scenarios, scenarioListing{s.Name, s.Description, def, s.Aggregators})
+	}
+	if asJSON {
+		b, err := json.MarshalIndent(l, "", "  ")
+		if err == nil {
+			_, err = stdout.Write(append(b, '\n'))
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "node sim: %v\n", err)
+			return exitFailure
+		}
+		return exitOK
+	}
+
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "Scenarios (--scenario):")
+	for _, s := range l.Scenarios {
+		name := s.Name
+		if name == l.DefaultScenario {
+			name += " (default)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", name, s.Description)
+		var aggs []string
+		for _, a := range s.Aggregators {
+			if a == s.DefaultAggregator {
+				a += " (default)"
+			}
+			aggs = append(aggs, a)
+		}
+		fmt.Fprintf(tw, "  \taggregators (--aggregator): %s\n", strings.Join(aggs, ", "))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "Attacks (--attack):")
+	for _, a := range l.Attacks {
+		fmt.Fprintf(tw, "  %s\t%s\n", a.Name, a.Description)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "Network profiles (--net):")
+	for _, n := range l.NetProfiles {
+		fmt.Fprintf(tw, "  %s\t%s\n", n.Name, n.Description)
+	}
+	if err := tw.Flush(); err != nil {
+		fmt.Fprintf(stderr, "node sim: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

@@ -1,0 +1,331 @@
+package report
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/png"
+	"io"
+	"math"
+	"strings"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/math/fixed"
+
+	"github.com/fedrank/fedrank/simnet"
+)
+
+// Size of accuracy.png in pixels.
+const (
+	ChartWidth  = 800
+	ChartHeight = 480
+)
+
+// Plot area margins.
+const (
+	marginLeft   = 72
+	marginRight  = 24
+	marginTop    = 60
+	marginBottom = 52
+)
+
+var (
+	colorBackground = color.RGBA{255, 255, 255, 255}
+	colorText       = color.RGBA{20, 20, 20, 255}
+	colorSubtle     = color.RGBA{100, 100, 100, 255}
+	colorGrid       = color.RGBA{228, 228, 228, 255}
+	colorAxis       = color.RGBA{90, 90, 90, 255}
+	// ColorSeries is the colour of the accuracy line.
+	ColorSeries = color.RGBA{31, 119, 180, 255}
+)
+
+// face is a fixed 7x13 bitmap font: plain, but readable and dependency-light.
+var face = basicfont.Face7x13
+
+// WritePNG draws the accuracy of every round as a line chart and writes it as
+// a ChartWidth x ChartHeight PNG.
+func WritePNG(w io.Writer, r *simnet.Report) error {
+	return png.Encode(w, renderChart(r))
+}
+
+func renderChart(r *simnet.Report) *image.RGBA {
+	img := image.NewRGBA(image.Rect(0, 0, ChartWidth, ChartHeight))
+	draw.Draw(img, img.Bounds(), image.NewUniform(colorBackground), image.Point{}, draw.Src)
+	plot := image.Rect(marginLeft, marginTop, ChartWidth-marginRight, ChartHeight-marginBottom)
+
+	agg := r.Config.Aggregator
+	if agg == "" {
+		agg = "default aggregator"
+	}
+	title := fmt.Sprintf("%s / %s: test accuracy per round", orDash(r.Scenario), agg)
+	drawText(img, fit(title, ChartWidth-20), ChartWidth/2, 22, colorText, alignCenter)
+	drawText(img, fit(subtitle(r), ChartWidth-20), ChartWidth/2, 42, colorSubtle, alignCenter)
+
+	var pts []simnet.RoundReport
+	for _, rr := range r.Rounds {
+		if !math.IsNaN(rr.Accuracy) && !math.IsInf(rr.Accuracy, 0) {
+			pts = append(pts, rr)
+		}
+	}
+
+	xLo, xHi := 0.0, 1.0
+	if len(pts) > 0 {
+		xLo, xHi = float64(pts[0].Round), float64(pts[0].Round)
+		for _, p := range pts {
+			xLo = math.Min(xLo, float64(p.Round))
+			xHi = math.Max(xHi, float64(p.Round))
+		}
+		if xLo == xHi {
+			xLo, xHi = math.Max(0, xLo-1), xHi+1
+		}
+	}
+	yLo, yHi, yStep := yRange(pts)
+	px := func(x float64) float32 {
+		return float32(plot.Min.X) + float32((x-xLo)/(xHi-xLo))*float32(plot.Dx())
+	}
+	py := func(y float64) float32 {
+		y = math.Max(yLo, math.Min(yHi, y))
+		return float32(plot.Max.Y) - float32((y-yLo)/(yHi-yLo))*float32(plot.Dy())
+	}
+
+	// Grid and tick labels.
+	yFmt := "%.1f"
+	if yStep < 0.1-1e-9 {
+		yFmt = "%.2f"
+	}
+	for i := 0; ; i++ {
+		v := yLo + float64(i)*yStep
+		if v > yHi+1e-9 {
+			break
+		}
+		y := int(math.Round(float64(py(v))))
+		hline(img, plot.Min.X, plot.Max.X, y, colorGrid)
+		hline(img, plot.Min.X-5, plot.Min.X, y, colorAxis)
+		drawText(img, fmt.Sprintf(yFmt, v), plot.Min.X-8, y+4, colorText, alignRight)
+	}
+	xStep := math.Max(1, niceStep(xHi-xLo, 10, []float64{1, 2, 5})) // rounds are whole
+	for v := math.Ceil(xLo/xStep) * xStep; v <= xHi+1e-9; v += xStep {
+		x := int(math.Round(float64(px(v))))
+		vline(img, x, plot.Min.Y, plot.Max.Y, colorGrid)
+		vline(img, x, plot.Max.Y, plot.Max.Y+5, colorAxis)
+		drawText(img, fmt.Sprintf("%.0f", v), x, plot.Max.Y+19, colorText, alignCenter)
+	}
+	// Frame.
+	hline(img, plot.Min.X, plot.Max.X, plot.Min.Y, colorAxis)
+	hline(img, plot.Min.X, plot.Max.X, plot.Max.Y, colorAxis)
+	vline(img, plot.Min.X, plot.Min.Y, plot.Max.Y, colorAxis)
+	vline(img, plot.Max.X, plot.Min.Y, plot.Max.Y, colorAxis)
+	drawText(img, "round", (plot.Min.X+plot.Max.X)/2, plot.Max.Y+40, colorText, alignCenter)
+	drawTextUp(img, "accuracy", 14, (plot.Min.Y+plot.Max.Y)/2, colorText)
+
+	if len(pts) == 0 {
+		drawText(img, "no rounds completed", (plot.Min.X+plot.Max.X)/2, (plot.Min.Y+plot.Max.Y)/2, colorSubtle, alignCenter)
+		return img
+	}
+
+	// The series: a 2.5 px anti-aliased polyline, and dots at the rounds when
+	// there are few enough to tell apart.
+	ink := newCoverage(img.Bounds())
+	const halfWidth = 1.25
+	for i := range pts {
+		x, y := px(float64(pts[i].Round)), py(pts[i].Accuracy)
+		if len(pts) <= 60 {
+			ink.disc(x, y, 3)
+		}
+		if i > 0 {
+			ink.segment(px(float64(pts[i-1].Round)), py(pts[i-1].Accuracy), x, y, halfWidth)
+		}
+	}
+	draw.DrawMask(img, img.Bounds(), image.NewUniform(ColorSeries), image.Point{}, ink.mask, image.Point{}, draw.Over)
+
+	last := pts[len(pts)-1]
+	best := pts[0]
+	for _, p := range pts {
+		if p.Accuracy > best.Accuracy {
+			best = p
+		}
+	}
+	note := fmt.Sprintf("final %.4f   best %.4f (round %d)", last.Accuracy, best.Accuracy, best.Round)
+	// On a white box, in case the curve runs through the corner.
+	noteW := font.MeasureString(face, note).Ceil()
+	box := image.Rect(plot.Max.X-8-noteW-4, plot.Max.Y-10-face.Ascent-3, plot.Max.X-4, plot.Max.Y-4)
+	draw.Draw(img, box, image.NewUniform(colorBackground), image.Point{}, draw.Src)
+	drawText(img, note, plot.Max.X-8, plot.Max.Y-10, colorText, alignRight)
+	return img
+}
+
+func subtitle(r *simnet.Report) string {
+	c := r.Config
+	parts := []string{
+		fmt.Sprintf("%d peers", c.Peers),
+		fmt.Sprintf("%d per round", c.PerRound),
+	}
+	if c.Partition != "" {
+		parts = append(parts, c.Partition)
+	}
+	if c.Attackers > 0 {
+		parts = append(parts, fmt.Sprintf("attackers %g %s", c.Attackers, c.Attack))
+	}
+	if c.Net != "" && c.Net != "ideal" {
+		parts = append(parts, "net "+c.Net)
+	}
+	if c.Crash > 0 {
+		parts = append(parts, fmt.Sprintf("crash %g", c.Crash))
+	}
+	parts = append(parts, fmt.Sprintf("seed %d", r.Seed))
+	return strings.Join(parts, ", ")
+}
+
+// yRange is the accuracy axis: 0 to 1, zoomed in to the nearest tenth below
+// the lowest point when every round scored 0.5 or more, so that the late,
+// flat part of a learning curve stays readable.
+func yRange(pts []simnet.RoundReport) (lo, hi, step float64) {
+	lo, hi = 0, 1
+	if len(pts) > 0 {
+		minAcc, maxAcc := math.Inf(1), math.Inf(-1)
+		for _, p := range pts {
+			minAcc = math.Min(minAcc, p.Accuracy)
+			maxAcc = math.Max(maxAcc, p.Accuracy)
+		}
+		if minAcc >= 0.5 && maxAcc <= 1 {
+			lo = math.Floor((minAcc-0.02)*10) / 10
+		}
+		// An accuracy outside [0, 1] is not a probability; show it rather than clip it.
+		lo = math.Min(lo, math.Floor(minAcc*10)/10)
+		hi = math.Max(hi, math.Ceil(maxAcc*10)/10)
+	}
+	return lo, hi, niceStep(hi-lo, 10, []float64{1, 2, 5})
+}
+
+// niceStep is the smallest m*10^k (m from mantissas) that splits span into
+// at most maxTicks intervals.
+func niceStep(span float64, maxTicks int, mantissas []float64) float64 {
+	if span <= 0 || math.IsNaN(span) || math.IsInf(span, 0) {
+		return 1
+	}
+	scale := math.Pow(10, math.Floor(math.Log10(span/float64(maxTicks))))
+	for {
+		for _, m := range mantissas {
+			if s := m * scale; span/s <= float64(maxTicks)+1e-9 {
+				return s
+			}
+		}
+		scale *= 10
+	}
+}
+
+// coverage is an anti-aliasing mask: each pixel holds how much of it the
+// shapes drawn so far cover. Overlapping shapes take the maximum, so joins
+// between segments are not drawn darker.
+type coverage struct{ mask *image.Alpha }
+
+func newCoverage(r image.Rectangle) coverage { return coverage{image.NewAlpha(r)} }
+
+// cover paints the pixels within about dist(px, py) <= 0 of a shape, given its
+// signed distance function and bounding box, with a one-pixel soft edge.
+func (c coverage) cover(minX, minY, maxX, maxY float32, dist func(px, py float32) float32) {
+	b := c.mask.Bounds()
+	x0, y0 := max(b.Min.X, int(minX)-1), max(b.Min.Y, int(minY)-1)
+	x1, y1 := min(b.Max.X-1, int(maxX)+1), min(b.Max.Y-1, int(maxY)+1)
+	for y := y0; y <= y1; y++ {
+		for x := x0; x <= x1; x++ {
+			a := 0.5 - dist(float32(x)+0.5, float32(y)+0.5)
+			if a <= 0 {
+				continue
+			}
+			v := uint8(255 * min(a, 1))
+			if v > c.mask.AlphaAt(x, y).A {
+				c.mask.SetAlpha(x, y, color.Alpha{v})
+			}
+		}
+	}
+}
+
+// segment covers a line of half-width hw from (x0,y0) to (x1,y1), with round caps.
+func (c coverage) segment(x0, y0, x1, y1, hw float32) {
+	dx, dy := x1-x0, y1-y0
+	l2 := dx*dx + dy*dy
+	c.cover(min(x0, x1)-hw, min(y0, y1)-hw, max(x0, x1)+hw, max(y0, y1)+hw, func(px, py float32) float32 {
+		var t float32
+		if l2 > 0 {
+			t = max(0, min(1, ((px-x0)*dx+(py-y0)*dy)/l2))
+		}
+		ex, ey := px-(x0+t*dx), py-(y0+t*dy)
+		return float32(math.Sqrt(float64(ex*ex+ey*ey))) - hw
+	})
+}
+
+// disc covers a filled circle.
+func (c coverage) disc(cx, cy, r float32) {
+	c.cover(cx-r, cy-r, cx+r, cy+r, func(px, py float32) float32 {
+		return float32(math.Hypot(float64(px-cx), float64(py-cy))) - r
+	})
+}
+
+func hline(img *image.RGBA, x0, x1, y int, c color.RGBA) {
+	for x := x0; x <= x1; x++ {
+		img.SetRGBA(x, y, c)
+	}
+}
+
+func vline(img *image.RGBA, x, y0, y1 int, c color.RGBA) {
+	for y := y0; y <= y1; y++ {
+		img.SetRGBA(x, y, c)
+	}
+}
+
+type align int
+
+const (
+	alignLeft align = iota
+	alignCenter
+	alignRight
+)
+
+// drawText draws s with its baseline at y, placed at x as a says.
+func drawText(img draw.Image, s string, x, y int, c color.Color, a align) {
+	w := font.MeasureString(face, s).Ceil()
+	switch a {
+	case alignCenter:
+		x -= w / 2
+	case alignRight:
+		x -= w
+	}
+	d := font.Drawer{Dst: img, Src: image.NewUniform(c), Face: face, Dot: fixed.P(x, y)}
+	d.DrawString(s)
+}
+
+// drawTextUp draws s rotated a quarter turn counter-clockwise (read bottom
+// to top), centred on (cx, cy).
+func drawTextUp(img *image.RGBA, s string, cx, cy int, c color.Color) {
+	w := font.MeasureString(face, s).Ceil()
+	h := face.Height
+	tmp := image.NewAlpha(image.Rect(0, 0, w, h))
+	drawText(tmp, s, 0, face.Ascent, color.Opaque, alignLeft)
+	x0, y0 := cx-h/2, cy+w/2
+	src := image.NewUniform(c)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			if tmp.AlphaAt(x, y).A == 0 {
+				continue
+			}
+			// (x, y) in the text becomes (y, -x) on the page.
+			p := image.Pt(x0+y, y0-x)
+			draw.Draw(img, image.Rectangle{p, p.Add(image.Pt(1, 1))}, src, image.Point{}, draw.Over)
+		}
+	}
+}
+
+// fit shortens s to at most maxPx pixels wide.
+func fit(s string, maxPx int) string {
+	n := maxPx / face.Advance
+	if len(s) <= n {
+		return s
+	}
+	if n <= 3 {
+		return s[:max(n, 0)]
+	}
+	return s[:n-3] + "..."
+}
