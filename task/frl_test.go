@@ -97,6 +97,9 @@ func runRounds(tb testing.TB, tk Task, agg aggregate.Aggregator, rounds, perRoun
 }
 
 func TestFRLLearnsMNIST(t *testing.T) {
+	if testing.Short() {
+		t.Skip("5 FRL rounds of the reference setting; skipped with -short")
+	}
 	train, test, labels := loadMNIST(t)
 	parts, err := data.Dirichlet(labels, 10, 1000, 1.0, 1)
 	if err != nil {
