@@ -324,3 +324,39 @@ func TestHyperValidate(t *testing.T) {
 		t.Fatalf("cosine epoch 1 of 2: lr %v, want 0.2", lr)
 	}
 }
+
+// TestFullSelectMatchesBand: tracking the threshold in a band gives exactly
+// the scores of selecting it over all scores at every step.
+func TestFullSelectMatchesBand(t *testing.T) {
+	sizes := []int{30, 40, 8, 3}
+	in := tinyInputs(48, 30, 3, 6)
+	net, _ := NewSupermask(sizes, 2)
+	orders := make([][]uint32, len(net.Layers))
+	for l := range orders {
+		orders[l] = net.Layers[l].InitOrder
+	}
+	samples := make([]int32, 48)
+	for i := range samples {
+		samples[i] = int32(i)
+	}
+	h := Hyper{LR: 0.4, Momentum: 0.9, WeightDecay: 1e-4, Epochs: 3, Batch: 8, Cosine: true}
+	var got [2][][]float32
+	for k, full := range []bool{false, true} {
+		tr := net.NewTrainer(8)
+		tr.FullSelect = full
+		if err := tr.Load(orders); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.Train(in, samples, h, rand.New(rand.NewPCG(5, 5))); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range tr.Scores() {
+			got[k] = append(got[k], slices.Clone(s))
+		}
+	}
+	for l := range got[0] {
+		if !slices.Equal(got[0][l], got[1][l]) {
+			t.Fatalf("layer %d: band tracking and full selection trained different scores", l)
+		}
+	}
+}

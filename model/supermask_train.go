@@ -29,6 +29,10 @@ type SupermaskTrainer struct {
 	mu, wd float32
 	// Fallbacks counts full selections (band misses); exposed for tests and benchmarks.
 	Fallbacks int
+	// FullSelect makes every step select its thresholds over all scores, as a
+	// straight port of the reference does, instead of tracking the band. The
+	// result is the same; it exists as the baseline of the benchmarks.
+	FullSelect bool
 }
 
 type band struct {
@@ -104,13 +108,20 @@ func (t *SupermaskTrainer) update(e *engine, B int, offset, lr float32) {
 		bd.hi = min(prev+bd.width, 0x7fffffff)
 		bd.above = 0
 		bd.cand = bd.cand[:0]
+		if t.FullSelect {
+			bd.lo, bd.hi = signBit, signBit // no |score| lies in this band
+		}
 		s, m, w := t.scores[l], t.mom[l], ly.W
 		for i := 0; i < I; i++ {
 			g := e.rowGrad(l, i, B, offset)
 			r := i * O
 			smUpdateRow(s[r:r+O], m[r:r+O], w[r:r+O], g, lr, t.mu, t.wd, bd)
 		}
-		t.thr[l] = t.selectThreshold(l)
+		if t.FullSelect {
+			t.thr[l] = t.fullThreshold(l)
+		} else {
+			t.thr[l] = t.selectThreshold(l)
+		}
 		t.rebuild(l)
 	}
 }
@@ -156,6 +167,12 @@ func (t *SupermaskTrainer) selectThreshold(l int) uint32 {
 	if bd.width < 1<<28 {
 		bd.width *= 4
 	}
+	return t.fullThreshold(l)
+}
+
+// fullThreshold selects layer l's Keep-th largest |score| among all scores.
+func (t *SupermaskTrainer) fullThreshold(l int) uint32 {
+	keep := t.net.Layers[l].Keep
 	s := t.scores[l]
 	if cap(t.scr) < len(s) {
 		t.scr = make([]uint32, len(s))
