@@ -3,6 +3,9 @@ package simnet
 import (
 	"context"
 	"testing"
+
+	"github.com/fedrank/fedrank/aggregate"
+	"github.com/fedrank/fedrank/task"
 )
 
 func runMNIST(t *testing.T, cfg Config) *Report {
@@ -77,5 +80,63 @@ func TestFRLMNISTReferenceSetting(t *testing.T) {
 	// Packed rankings: 18+15+10 bits per edge of the three layers, about 587 KB.
 	if perPeer := rep.Rounds[0].BytesUp / 25; perPeer > 600_000 {
 		t.Fatalf("FRL upload %d bytes per peer, want <= 600000", perPeer)
+	}
+}
+
+// corrupting wraps the real FRL task: some clients upload a ranking with a
+// duplicated index, some a truncated payload.
+type corrupting struct {
+	task.Task
+	spec aggregate.Spec
+}
+
+func (c corrupting) Train(job task.Job) ([]byte, error) {
+	p, err := c.Task.Train(job)
+	if err != nil {
+		return nil, err
+	}
+	switch job.Client % 4 {
+	case 1: // a ranking that is not a permutation
+		r, err := c.spec.DecodeFRLUpdate(p, nil)
+		if err != nil {
+			return nil, err
+		}
+		r[1][7] = r[1][8]
+		return c.spec.EncodeFRLUpdate(nil, r), nil
+	case 2: // a corrupt packed buffer
+		return p[:len(p)-3], nil
+	}
+	return p, nil
+}
+
+// TestFRLMNISTRejectsInvalidRankings: invalid updates from real peers are
+// rejected and counted, the round goes on with the valid ones, and the model
+// still learns.
+func TestFRLMNISTRejectsInvalidRankings(t *testing.T) {
+	cfg, sc, err := Resolve(Config{Scenario: "frl-mnist", Peers: 100, PerRound: 12, Rounds: 3, Seed: 3, Quorum: 0.5, RoundTimeoutMs: 60_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := sc.Build(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := tk.(interface{ Spec() aggregate.Spec }).Spec()
+	rep, err := Simulate(context.Background(), cfg, corrupting{Task: tk, spec: spec}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected := 0
+	for _, r := range rep.Rounds {
+		rejected += r.Rejected
+		if r.Accepted == 0 {
+			t.Fatalf("round %d accepted nothing", r.Round)
+		}
+	}
+	if rejected == 0 {
+		t.Fatal("no invalid update was rejected")
+	}
+	if rep.FinalAccuracy <= rep.InitialAccuracy+0.2 {
+		t.Fatalf("accuracy %.4f -> %.4f: the valid updates did not train the model", rep.InitialAccuracy, rep.FinalAccuracy)
 	}
 }
