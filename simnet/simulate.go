@@ -335,6 +335,11 @@ func (s *sim) loop() error {
 	for !s.done {
 		select {
 		case <-done:
+			// Report the rounds whose evaluation has already finished, so
+			// an interrupted run keeps all the work it completed.
+			if err := s.flush(false); err != nil {
+				return err
+			}
 			return s.ctx.Err()
 		default:
 		}
