@@ -24,7 +24,7 @@ func runMNIST(t *testing.T, cfg Config) *Report {
 // the same per-round numbers, whatever the number of workers; another seed
 // gives another model.
 func TestFRLMNISTReplays(t *testing.T) {
-	base := Config{Scenario: "frl-mnist", Peers: 100, PerRound: 5, Rounds: 2, Seed: 1}
+	base := Config{Scenario: "frl-mnist", Peers: 1000, PerRound: 5, Rounds: 2, Seed: 1}
 	a := runMNIST(t, base)
 	one := base
 	one.Workers = 1
@@ -50,7 +50,7 @@ func TestFRLMNISTReplays(t *testing.T) {
 
 // TestFedAvgMNISTLearns runs the dense baseline briefly on the same split.
 func TestFedAvgMNISTLearns(t *testing.T) {
-	rep := runMNIST(t, Config{Scenario: "fedavg-mnist", Peers: 100, PerRound: 10, Rounds: 3, Seed: 1})
+	rep := runMNIST(t, Config{Scenario: "fedavg-mnist", Peers: 1000, PerRound: 25, Rounds: 3, Seed: 1})
 	if rep.FinalAccuracy < rep.InitialAccuracy+0.3 {
 		t.Fatalf("FedAvg: accuracy %.4f -> %.4f after 3 rounds, want a clear rise", rep.InitialAccuracy, rep.FinalAccuracy)
 	}
@@ -113,7 +113,7 @@ func (c corrupting) Train(job task.Job) ([]byte, error) {
 // rejected and counted, the round goes on with the valid ones, and the model
 // still learns.
 func TestFRLMNISTRejectsInvalidRankings(t *testing.T) {
-	cfg, sc, err := Resolve(Config{Scenario: "frl-mnist", Peers: 100, PerRound: 12, Rounds: 3, Seed: 3, Quorum: 0.5, RoundTimeoutMs: 60_000})
+	cfg, sc, err := Resolve(Config{Scenario: "frl-mnist", Peers: 1000, PerRound: 12, Rounds: 3, Seed: 3, Quorum: 0.5, RoundTimeoutMs: 60_000})
 	if err != nil {
 		t.Fatal(err)
 	}
