@@ -118,7 +118,7 @@ func kthLargestAbs(vals []float32, k int) uint32 {
 }
 
 // selectKthLargest returns the k-th largest (1-based) of a, reordering a.
-func selectKthLargest(a []uint32, k int) uint32 {
+func selectKthLargest[T uint32 | uint64](a []T, k int) T {
 	if k < 1 || k > len(a) {
 		panic(fmt.Sprintf("model: select %d-th of %d", k, len(a)))
 	}

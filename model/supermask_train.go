@@ -36,10 +36,10 @@ type SupermaskTrainer struct {
 }
 
 type band struct {
-	lo, hi uint32 // |score| bit patterns; scores in [lo, hi] are candidates
-	width  uint32 // half-width of the band in bit-pattern units
-	above  int    // scores with |s| > hi
-	cand   []uint32
+	lo, hi uint32   // |score| bit patterns; scores in [lo, hi] are candidates
+	width  uint32   // half-width of the band in bit-pattern units
+	above  int      // scores with |s| > hi
+	cand   []uint64 // candidates: |score| bits << 32 | edge index
 }
 
 // NewTrainer returns a trainer for batches of at most maxBatch images.
@@ -111,63 +111,94 @@ func (t *SupermaskTrainer) update(e *engine, B int, offset, lr float32) {
 		if t.FullSelect {
 			bd.lo, bd.hi = signBit, signBit // no |score| lies in this band
 		}
-		s, m, w := t.scores[l], t.mom[l], ly.W
+		s, m, w, eff := t.scores[l], t.mom[l], ly.W, t.eff[l]
 		for i := 0; i < I; i++ {
 			g := e.rowGrad(l, i, B, offset)
 			r := i * O
-			smUpdateRow(s[r:r+O], m[r:r+O], w[r:r+O], g, lr, t.mu, t.wd, bd)
+			smUpdateRow(s[r:r+O], m[r:r+O], w[r:r+O], eff[r:r+O], g, uint32(r), lr, t.mu, t.wd, bd)
 		}
-		if t.FullSelect {
-			t.thr[l] = t.fullThreshold(l)
-		} else {
-			t.thr[l] = t.selectThreshold(l)
-		}
+		t.setThreshold(l)
+	}
+}
+
+// setThreshold finds layer l's new threshold and completes its effective
+// weights: the update pass already set every edge outside the band (kept
+// above it, dropped below), so only the candidates inside it are left, unless
+// the threshold left the band and the layer is rebuilt in full.
+func (t *SupermaskTrainer) setThreshold(l int) {
+	ly := &t.net.Layers[l]
+	bd := &t.bands[l]
+	thr, inBand := t.selectThreshold(l)
+	t.thr[l] = thr
+	if !inBand {
 		t.rebuild(l)
+		return
+	}
+	eff := t.eff[l]
+	for _, c := range bd.cand {
+		if uint32(c>>32) >= thr {
+			e := uint32(c)
+			eff[e] = ly.W[e]
+		}
+	}
+	if l == 0 {
+		t.colsum = columnSums(eff, ly.In, ly.Out, t.colsum)
 	}
 }
 
 // smUpdateRow applies SGD with momentum and weight decay to one row of scores,
 // with the straight-through gradient of the mask and of |score|:
-// dL/ds = dL/dw_eff · w · sign(s). It also feeds the threshold band.
-func smUpdateRow(s, m, w, g []float32, lr, mu, wd float32, bd *band) {
+// dL/ds = dL/dw_eff · w · sign(s). It feeds the threshold band and sets the
+// effective weight of every edge whose mask the band already decides: w above
+// the band, 0 below it and, for now, inside it. first is the row's first edge.
+func smUpdateRow(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) {
 	n := len(s)
-	m, w, g = m[:n], w[:n], g[:n]
+	m, w, eff, g = m[:n], w[:n], eff[:n], g[:n]
 	lo, hi := bd.lo, bd.hi
 	span := hi - lo
 	above := bd.above
 	for j := 0; j < n; j++ {
 		sj := s[j]
-		sb := math.Float32bits(sj)
-		ws := math.Float32frombits(math.Float32bits(w[j]) ^ (sb & signBit))
+		wb := math.Float32bits(w[j])
+		ws := math.Float32frombits(wb ^ (math.Float32bits(sj) & signBit))
 		mj := mu*m[j] + (g[j]*ws + wd*sj)
 		m[j] = mj
 		sj -= lr * mj
 		s[j] = sj
 		ab := math.Float32bits(sj) &^ signBit
-		above += int((hi - ab) >> 31)
+		// All ones when |s| > hi (hi-ab is negative as an int32), else zero.
+		kept := uint32(int32(hi-ab) >> 31)
+		eff[j] = math.Float32frombits(wb & kept)
+		above += int(kept & 1)
 		if ab-lo <= span {
-			bd.cand = append(bd.cand, ab)
+			bd.cand = append(bd.cand, uint64(ab)<<32|uint64(first+uint32(j)))
 		}
 	}
 	bd.above = above
 }
 
-// selectThreshold finds layer l's Keep-th largest |score| after an update.
-func (t *SupermaskTrainer) selectThreshold(l int) uint32 {
+// selectThreshold finds layer l's Keep-th largest |score| after an update,
+// and whether it was found inside the band.
+func (t *SupermaskTrainer) selectThreshold(l int) (uint32, bool) {
 	bd := &t.bands[l]
 	keep := t.net.Layers[l].Keep
+	if t.FullSelect {
+		return t.fullThreshold(l), false
+	}
 	if bd.above < keep && bd.above+len(bd.cand) >= keep {
-		thr := selectKthLargest(bd.cand, keep-bd.above)
+		// Keys order by |score| first, so the k-th largest key carries the
+		// k-th largest |score|.
+		thr := uint32(selectKthLargest(bd.cand, keep-bd.above) >> 32)
 		if len(bd.cand) > t.net.Layers[l].N()/25 && bd.width > 16 {
 			bd.width /= 2
 		}
-		return thr
+		return thr, true
 	}
 	t.Fallbacks++
 	if bd.width < 1<<28 {
 		bd.width *= 4
 	}
-	return t.fullThreshold(l)
+	return t.fullThreshold(l), false
 }
 
 // fullThreshold selects layer l's Keep-th largest |score| among all scores.
