@@ -8,8 +8,15 @@ import (
 	"github.com/fedrank/fedrank/task"
 )
 
+func skipUnderRace(t *testing.T) {
+	if raceEnabled {
+		t.Skip("MNIST-scale runs take minutes under the race detector; the fake-task tests cover the engine's concurrency")
+	}
+}
+
 func runMNIST(t *testing.T, cfg Config) *Report {
 	t.Helper()
+	skipUnderRace(t)
 	rep, err := Run(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +120,7 @@ func (c corrupting) Train(job task.Job) ([]byte, error) {
 // rejected and counted, the round goes on with the valid ones, and the model
 // still learns.
 func TestFRLMNISTRejectsInvalidRankings(t *testing.T) {
+	skipUnderRace(t)
 	cfg, sc, err := Resolve(Config{Scenario: "frl-mnist", Peers: 1000, PerRound: 12, Rounds: 3, Seed: 3, Quorum: 0.5, RoundTimeoutMs: 60_000})
 	if err != nil {
 		t.Fatal(err)
