@@ -6,13 +6,14 @@ import "github.com/fedrank/fedrank/task"
 // train (a node.Train action). It runs on the worker pool, so it must be safe
 // for concurrent use and deterministic in its inputs.
 //
-// This is the seam for attacker peers: an attack replaces honest training with
-// its own payload (a reversed or random ranking, flipped and scaled signs,
-// noise, training on flipped labels). An attack computed jointly by the round's
-// attackers (FRL rank reversal sums their honest rankings first) gives each of
-// them a behaviour sharing one per-round state, keyed by job.Round. The protocol
-// around it (model pull, update, deadlines) stays the honest node.Machine: an
-// attacker is a peer that lies in its payload, not in its protocol.
+// This is the seam for attacker peers (attack.go): an attack replaces honest
+// training with its own payload (a reversed or random ranking, flipped and
+// scaled signs, noise, training on flipped labels). An attack computed jointly
+// by the round's attackers (FRL rank reversal sums their honest rankings
+// first) gives each of them a behaviour sharing one per-round state, keyed by
+// job.Round. The protocol around it (model pull, update, deadlines) stays the
+// honest node.Machine: an attacker is a peer that lies in its payload, not in
+// its protocol.
 type behaviour interface {
 	train(t task.Task, job task.Job) ([]byte, error)
 }
@@ -21,7 +22,3 @@ type behaviour interface {
 type honest struct{}
 
 func (honest) train(t task.Task, job task.Job) ([]byte, error) { return t.Train(job) }
-
-// Attacks lists the attacker behaviours (--attack), for `sim --list`. None is
-// built into this version yet.
-func Attacks() []Info { return []Info{} }

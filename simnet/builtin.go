@@ -17,12 +17,12 @@ func init() {
 		Partition: "dirichlet:1.0", Net: "ideal", Quorum: 1, RoundTimeoutMs: 600_000,
 	}
 	frl := mnist
-	frl.Aggregator = "vote"
+	frl.Aggregator = "vote-robust"
 	RegisterScenario(Scenario{
 		Name:        "frl-mnist",
 		Description: "Federated Rank Learning on MNIST: LeNet-300-100 supermask, peers vote on edge rankings",
 		Defaults:    frl,
-		Aggregators: []string{"vote"},
+		Aggregators: []string{"vote-robust", "vote", "vote-median"},
 		Build: func(cfg Config) (task.Task, error) {
 			d, err := mnistData(cfg)
 			if err != nil {
@@ -37,7 +37,7 @@ func init() {
 		Name:        "fedavg-mnist",
 		Description: "FedAvg baseline on MNIST: the same LeNet-300-100 with trainable dense weights",
 		Defaults:    fedavg,
-		Aggregators: []string{"fedavg"},
+		Aggregators: []string{"fedavg", "median", "trimmed-mean", "multi-krum"},
 		Build: func(cfg Config) (task.Task, error) {
 			d, err := mnistData(cfg)
 			if err != nil {

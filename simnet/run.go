@@ -48,8 +48,8 @@ func Resolve(cfg Config) (Config, Scenario, error) {
 	if _, err := data.ParseSpec(cfg.Partition); err != nil {
 		return cfg, sc, &ConfigError{Field: "partition", Msg: err.Error()}
 	}
-	if cfg.Attackers > 0 || cfg.Attack != "" {
-		return cfg, sc, &ConfigError{Field: "attack", Msg: "no attacker behaviours are built into this version"}
+	if err := checkAttack(cfg, scenarioUpdates[sc.Name]); err != nil {
+		return cfg, sc, err
 	}
 	return cfg, sc, nil
 }

@@ -57,6 +57,11 @@ func peerID(i int) string { return fmt.Sprintf("peer-%04d", i) }
 // trainer crashes on receiving the round's announcement and restarts, with
 // empty state, at the next announcement it receives.
 //
+// With cfg.Attackers > 0, peers 0 .. AttackerCount-1 are attackers running
+// cfg.Attack (see Attacks; t must implement task.Attackable), and a round's
+// selection is drawn again while attackers are half of it or more, as in the
+// FRL reference.
+//
 // Local training and evaluation run on cfg.Workers goroutines (0 = GOMAXPROCS):
 // a node.Train action submits the job at once (the round's trainers train
 // concurrently) and its result is taken when the virtual compute time has
@@ -175,6 +180,8 @@ type sim struct {
 	obs   Observer
 	nodes []*simNode
 	byID  map[string]int
+	// attack runs the attacker peers; nil without attackers.
+	attack *attack
 
 	events   eventHeap
 	seq      uint64
@@ -274,6 +281,13 @@ func (s *sim) build(prof netProfile, initial []byte) error {
 		MaxUpdateBytes: maxUpdateBytes,
 		MaxModelBytes:  maxModel,
 	}
+	var err error
+	if s.attack, err = newAttack(cfg, s.task, members, base.Seed); err != nil {
+		return err
+	}
+	if s.attack != nil {
+		base.Select = s.attack.selectPeers // never a malicious majority
+	}
 	agg := base
 	agg.ID, agg.Role = aggregatorID, node.RoleAggregator
 	agg.InitialModel = initial
@@ -299,6 +313,9 @@ func (s *sim) addNode(cfg node.Config, client int, l link) error {
 	n := &simNode{id: cfg.ID, client: client, cfg: cfg, m: m, link: l, timers: map[node.TimerID]uint64{}, beh: honest{}}
 	if client >= 0 {
 		n.samples = int64(s.task.ClientSamples(client))
+		if s.attack != nil && client < s.attack.attackers {
+			n.beh = s.attack.behaviour()
+		}
 		if b, ok := s.opts.behaviours[client]; ok {
 			n.beh = b
 		}
@@ -517,7 +534,7 @@ func (s *sim) train(i int, a node.Train) {
 		Client: n.client,
 		Round:  a.Round,
 		Model:  slices.Clone(a.Model), // the task may not write to the machine's copy
-		Seed:   derive(s.cfg.Seed, streamTrain, a.Round, uint64(n.client)),
+		Seed:   trainSeed(s.cfg.Seed, a.Round, n.client),
 	}
 	beh, t := n.beh, s.task
 	s.pool.submit(func() {

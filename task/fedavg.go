@@ -40,6 +40,7 @@ type Dense struct {
 	data    Data
 	workers sync.Pool // *model.DenseTrainer
 	evals   sync.Pool
+	flipped func() *model.Inputs
 }
 
 // NewDense builds the task.
@@ -65,6 +66,7 @@ func NewDense(cfg DenseConfig, d Data) (*Dense, error) {
 		return nil, err
 	}
 	t := &Dense{cfg: cfg, spec: spec, net: net, data: d}
+	t.flipped = sync.OnceValue(func() *model.Inputs { return flipLabels(d.Train) })
 	t.workers.New = func() any { return model.NewDenseTrainer(net.Sizes, cfg.Hyper.Batch) }
 	t.evals.New = func() any { return model.NewEvaluator(net.Sizes) }
 	return t, nil
@@ -76,9 +78,21 @@ func (t *Dense) Info() Info {
 		Name:              t.cfg.Name,
 		Model:             fmt.Sprintf("dense %v", t.cfg.Sizes),
 		Params:            t.net.Params(),
-		DefaultAggregator: "fedavg",
-		Aggregators:       []string{"fedavg"},
+		DefaultAggregator: denseAggregators[0].name,
+		Aggregators:       aggregatorNames(denseAggregators),
 	}
+}
+
+// denseAggregators are the aggregators of dense weights, the default first.
+var denseAggregators = []namedAggregator{
+	{"fedavg", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewFedAvg(s) }},
+	{"median", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewMedian(s) }},
+	{"trimmed-mean", func(s aggregate.Spec) (aggregate.Aggregator, error) {
+		return aggregate.NewTrimmedMean(s, DefaultTrimFraction)
+	}},
+	// f and m from the round: as many Byzantine updates as Krum tolerates,
+	// (k-3)/2, and the k-f best averaged.
+	{"multi-krum", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewMultiKrum(s, -1, 0) }},
 }
 
 // Spec is the network identity the task's payloads use.
@@ -95,16 +109,17 @@ func (t *Dense) InitialModel() ([]byte, error) { return t.spec.EncodeDenseModel(
 
 // NewAggregator implements Task.
 func (t *Dense) NewAggregator(name string) (aggregate.Aggregator, error) {
-	switch name {
-	case "", "fedavg":
-		return aggregate.NewFedAvg(t.spec)
-	}
-	return nil, fmt.Errorf("task %s: unknown aggregator %q (have: fedavg)", t.cfg.Name, name)
+	return newAggregator(t.cfg.Name, denseAggregators, name, t.spec)
 }
 
 // Train implements Task: local SGD from the global weights; the update is
 // the trained weights.
-func (t *Dense) Train(job Job) ([]byte, error) {
+func (t *Dense) Train(job Job) ([]byte, error) { return t.train(job, t.data.Train) }
+
+// TrainFlipped implements Attackable.
+func (t *Dense) TrainFlipped(job Job) ([]byte, error) { return t.train(job, t.flipped()) }
+
+func (t *Dense) train(job Job, train *model.Inputs) ([]byte, error) {
 	if job.Client < 0 || job.Client >= len(t.data.Parts) {
 		return nil, fmt.Errorf("task: client %d out of range 0..%d", job.Client, len(t.data.Parts)-1)
 	}
@@ -120,7 +135,7 @@ func (t *Dense) Train(job Job) ([]byte, error) {
 	h := t.cfg.Hyper
 	h.LR *= math.Pow(t.cfg.LRDecay, float64(job.Round-1))
 	rng := rand.New(rand.NewPCG(job.Seed, uint64(job.Client)))
-	if _, err := tr.Train(t.data.Train, t.data.samples(job.Client), h, rng); err != nil {
+	if _, err := tr.Train(train, t.data.samples(job.Client), h, rng); err != nil {
 		return nil, err
 	}
 	return t.spec.EncodeDenseUpdate(nil, tr.Weights()), nil

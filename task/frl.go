@@ -75,6 +75,7 @@ type FRL struct {
 	data    Data
 	workers sync.Pool // *frlWorker
 	evals   sync.Pool // *model.Evaluator
+	flipped func() *model.Inputs
 }
 
 type frlWorker struct {
@@ -106,6 +107,7 @@ func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
 		return nil, err
 	}
 	t := &FRL{cfg: cfg, spec: spec, net: net, data: d}
+	t.flipped = sync.OnceValue(func() *model.Inputs { return flipLabels(d.Train) })
 	t.workers.New = func() any {
 		return &frlWorker{tr: net.NewTrainer(cfg.Hyper.Batch), order: make([][]uint32, len(net.Layers))}
 	}
@@ -119,9 +121,19 @@ func (t *FRL) Info() Info {
 		Name:              t.cfg.Name,
 		Model:             fmt.Sprintf("supermask %v", t.cfg.Sizes),
 		Params:            t.net.Params(),
-		DefaultAggregator: "vote",
-		Aggregators:       []string{"vote"},
+		DefaultAggregator: frlAggregators[0].name,
+		Aggregators:       aggregatorNames(frlAggregators),
 	}
+}
+
+// frlAggregators are the ranking aggregators, the default first: the plain
+// Borda vote lets a minority of rank-reversal attackers swing the model (see
+// BENCHMARKS.md, "Robustness"), "vote-robust" drops them and otherwise
+// matches it.
+var frlAggregators = []namedAggregator{
+	{"vote-robust", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewFilteredVote(s) }},
+	{"vote", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewVote(s) }},
+	{"vote-median", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewMedianVote(s) }},
 }
 
 // Spec is the network identity (sizes and seed) the task's payloads use.
@@ -144,16 +156,17 @@ func (t *FRL) InitialModel() ([]byte, error) {
 
 // NewAggregator implements Task.
 func (t *FRL) NewAggregator(name string) (aggregate.Aggregator, error) {
-	switch name {
-	case "", "vote":
-		return aggregate.NewVote(t.spec)
-	}
-	return nil, fmt.Errorf("task %s: unknown aggregator %q (have: vote)", t.cfg.Name, name)
+	return newAggregator(t.cfg.Name, frlAggregators, name, t.spec)
 }
 
 // Train implements Task: local training from the global ranking, then the
 // ranking of the trained scores.
-func (t *FRL) Train(job Job) ([]byte, error) {
+func (t *FRL) Train(job Job) ([]byte, error) { return t.train(job, t.data.Train) }
+
+// TrainFlipped implements Attackable.
+func (t *FRL) TrainFlipped(job Job) ([]byte, error) { return t.train(job, t.flipped()) }
+
+func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
 	if job.Client < 0 || job.Client >= len(t.data.Parts) {
 		return nil, fmt.Errorf("task: client %d out of range 0..%d", job.Client, len(t.data.Parts)-1)
 	}
@@ -170,7 +183,7 @@ func (t *FRL) Train(job Job) ([]byte, error) {
 	h := t.cfg.Hyper
 	h.LR *= math.Pow(t.cfg.LRDecay, float64(job.Round-1))
 	rng := rand.New(rand.NewPCG(job.Seed, uint64(job.Client)))
-	if _, err := w.tr.Train(t.data.Train, t.data.samples(job.Client), h, rng); err != nil {
+	if _, err := w.tr.Train(train, t.data.samples(job.Client), h, rng); err != nil {
 		return nil, err
 	}
 	for l, s := range w.tr.Scores() {

@@ -28,6 +28,7 @@ func main() {
 // commands lists the subcommands for the usage message, in order.
 var commands = []struct{ name, summary string }{
 	{"sim", "run a simulated federation and report accuracy, traffic and time"},
+	{"robustness", "run every aggregator against every attack and print the accuracy table"},
 	{"version", "print the build's version and Go version"},
 }
 
@@ -45,6 +46,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stop()
 		go func() { <-ctx.Done(); stop() }()
 		return runSim(ctx, rest, stdout, stderr)
+	case "robustness":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		go func() { <-ctx.Done(); stop() }()
+		return runRobustness(ctx, rest, stdout, stderr)
 	case "version":
 		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -62,7 +68,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'node <command> -h' for the flags of a command.")

@@ -1,0 +1,138 @@
+package aggregate
+
+import (
+	"fmt"
+
+	"github.com/fedrank/fedrank/rankvote"
+)
+
+// The robust ranking aggregators keep every voter's position of every edge
+// until Finalize, unlike the streaming Vote: 4 bytes per edge per update
+// (26.6 MB for 25 updates of the 266,200-edge MNIST model, 106.5 MB for 100).
+// Every peer has at most one vote, whatever its sample count.
+
+// rankingInput is the input side the robust ranking aggregators share:
+// Begin, Add and Len over a rankvote counter.
+type rankingInput struct {
+	spec  Spec
+	count interface {
+		Reset()
+		Voters() int
+		Add(layers [][]uint32) error
+	}
+	ranks [][]uint32 // decode buffer
+}
+
+// Begin implements Aggregator: the global model must be an FRL model of this
+// network; it plays no other part.
+func (r *rankingInput) Begin(round uint64, global []byte) error {
+	if _, err := r.spec.checkHeader(global, magicFRLModel, "FRL model"); err != nil {
+		return err
+	}
+	r.count.Reset()
+	return nil
+}
+
+// Add implements Aggregator.
+func (r *rankingInput) Add(u Update) error {
+	// The counter checks the permutations as it stores the positions, and
+	// is unchanged when one is bad.
+	ranks, err := r.spec.decodeFRLUpdate(u.Payload, r.ranks, false)
+	if err != nil {
+		return fmt.Errorf("update from %s: %w", u.Peer, err)
+	}
+	r.ranks = ranks
+	if err := r.count.Add(ranks); err != nil {
+		return fmt.Errorf("update from %s: %w: %w", u.Peer, ErrMalformed, err)
+	}
+	return nil
+}
+
+// Len implements Aggregator.
+func (r *rankingInput) Len() int { return r.count.Voters() }
+
+// TrimmedVote orders edges by trimmed position sums (rankvote.TrimmedVote):
+// per edge, the positions the voters gave it are sorted, the fraction frac of
+// them is dropped at each end, and edges are ordered by the sum of the rest
+// (then by the full Borda sum, then by index); the order is the new global
+// model, as in Vote. Frac 0.5 orders edges by median position
+// ("vote-median"). Not streaming: see the memory note above.
+type TrimmedVote struct {
+	rankingInput
+	name string
+	vote *rankvote.TrimmedVote
+}
+
+// NewMedianVote returns the "vote-median" aggregator: edges ordered by their
+// median position over the round's voters.
+func NewMedianVote(spec Spec) (*TrimmedVote, error) { return newTrimmedVote(spec, "vote-median", 0.5) }
+
+// NewTrimmedVote returns a "vote-trimmed" aggregator, which drops the
+// fraction frac (in [0, 0.5]) of each edge's positions at each end.
+func NewTrimmedVote(spec Spec, frac float64) (*TrimmedVote, error) {
+	return newTrimmedVote(spec, "vote-trimmed", frac)
+}
+
+func newTrimmedVote(spec Spec, name string, frac float64) (*TrimmedVote, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if !(frac >= 0 && frac <= 0.5) {
+		return nil, fmt.Errorf("aggregate: %s: trim fraction %v, want [0, 0.5]", name, frac)
+	}
+	spec = spec.clone()
+	v := &TrimmedVote{name: name, vote: rankvote.NewTrimmedVote(spec.Layers(), frac)}
+	v.rankingInput = rankingInput{spec: spec, count: v.vote}
+	return v, nil
+}
+
+// Name implements Aggregator.
+func (v *TrimmedVote) Name() string { return v.name }
+
+// Finalize implements Aggregator.
+func (v *TrimmedVote) Finalize() ([]byte, error) {
+	if v.vote.Voters() == 0 {
+		return nil, ErrNoUpdates
+	}
+	order := make([][]uint32, v.vote.Layers())
+	for l := range order {
+		order[l] = v.vote.Result(l, nil)
+	}
+	return v.spec.EncodeFRLModel(order), nil
+}
+
+// FilteredVote is the "vote-robust" aggregator (rankvote.FilteredVote): a
+// Borda count over the voters whose distance to the median-position consensus
+// is not an outlier. Rank-reversal and random-ranking attackers are dropped
+// whole; when nobody is dropped the result is exactly Vote's. Not streaming:
+// see the memory note above.
+type FilteredVote struct {
+	rankingInput
+	vote *rankvote.FilteredVote
+}
+
+// NewFilteredVote returns the "vote-robust" aggregator for networks of spec.
+func NewFilteredVote(spec Spec) (*FilteredVote, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	spec = spec.clone()
+	v := &FilteredVote{vote: rankvote.NewFilteredVote(spec.Layers())}
+	v.rankingInput = rankingInput{spec: spec, count: v.vote}
+	return v, nil
+}
+
+// Name implements Aggregator.
+func (v *FilteredVote) Name() string { return "vote-robust" }
+
+// Kept reports, for each update of the round in the order of Add, whether the
+// last Finalize counted it.
+func (v *FilteredVote) Kept() []bool { return v.vote.Kept() }
+
+// Finalize implements Aggregator.
+func (v *FilteredVote) Finalize() ([]byte, error) {
+	if v.vote.Voters() == 0 {
+		return nil, ErrNoUpdates
+	}
+	return v.spec.EncodeFRLModel(v.vote.Result(nil)), nil
+}
