@@ -25,7 +25,8 @@ const (
 )
 
 // CSVHeader is the header row of rounds.csv: the JSON names of
-// simnet.RoundReport's fields, in order.
+// simnet.RoundReport's scalar fields, in order (the per-aggregator Metrics
+// map varies by aggregator and is in report.json only).
 var CSVHeader = []string{
 	"round", "accuracy", "loss", "selected", "accepted", "rejected",
 	"bytes_up", "bytes_down", "sim_ms", "wall_ms", "model_hash",
@@ -63,6 +64,8 @@ func checkFinite(r *simnet.Report) error {
 		{"config.attackers", r.Config.Attackers},
 		{"config.crash", r.Config.Crash},
 		{"config.quorum", r.Config.Quorum},
+		{"initial_accuracy", r.InitialAccuracy},
+		{"initial_loss", r.InitialLoss},
 	} {
 		if bad(f.v) {
 			return fmt.Errorf("report: %s is %v, which JSON cannot hold", f.name, f.v)
@@ -77,6 +80,11 @@ func checkFinite(r *simnet.Report) error {
 		} {
 			if bad(f.v) {
 				return fmt.Errorf("report: round %d %s is %v, which JSON cannot hold", rr.Round, f.name, f.v)
+			}
+		}
+		for name, v := range rr.Metrics {
+			if bad(v) {
+				return fmt.Errorf("report: round %d metric %s is %v, which JSON cannot hold", rr.Round, name, v)
 			}
 		}
 	}

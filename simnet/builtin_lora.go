@@ -22,6 +22,7 @@ func init() {
 			Peers: 100, PerRound: 10, Rounds: 60, Seed: 1,
 			Partition: "dirichlet:0.5", Net: "ideal", Quorum: 1, RoundTimeoutMs: 600_000,
 			Aggregator: task.MergeSVD,
+			Rank:       4, Compression: "int8",
 		},
 		Aggregators: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeFedAvg},
 		Build: func(cfg Config) (task.Task, error) {
@@ -32,10 +33,8 @@ func init() {
 }
 
 // loraSettings returns the adapter rank and upload compression of a run.
-// They are the scenario's defaults until Config carries them (the lead adds
-// the fields Rank and Compression and the --rank / --compression flags).
 func loraSettings(cfg Config) (rank int, compression string) {
-	return 4, "int8"
+	return cfg.Rank, cfg.Compression
 }
 
 // buildLoRA builds the lora-mnist task for an effective config with the

@@ -23,6 +23,11 @@ type Config struct {
 	RoundTimeoutMs int64 `json:"round_timeout_ms"`
 	// DataDir holds the MNIST IDX files; "" finds the copy shipped by the Go module.
 	DataDir string `json:"data_dir"`
+	// Rank is the adapter rank of low-rank (LoRA) scenarios; 0 = the scenario's.
+	Rank int `json:"rank"`
+	// Compression is the upload codec of low-rank scenarios: "fp32", "fp16"
+	// or "int8" (with a scale per component); "" = the scenario's.
+	Compression string `json:"compression"`
 	// Workers is the number of goroutines that run local training and
 	// evaluation (0 = GOMAXPROCS). It changes wall time, never results.
 	Workers int `json:"workers"`

@@ -40,4 +40,13 @@ type RoundReport struct {
 	SimMs     float64 `json:"sim_ms"`
 	WallMs    float64 `json:"wall_ms"`
 	ModelHash string  `json:"model_hash"`
+	// Metrics holds what an aggregator reports about its round, e.g. the
+	// fraction of energy lora-svd's truncation dropped ("svd_dropped", and
+	// per layer "svd_dropped_l0", ...).
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+}
+
+// roundMetrics is implemented by aggregators that report on each round.
+type roundMetrics interface {
+	RoundMetrics() map[string]float64
 }

@@ -48,6 +48,12 @@ func Resolve(cfg Config) (Config, Scenario, error) {
 	if _, err := data.ParseSpec(cfg.Partition); err != nil {
 		return cfg, sc, &ConfigError{Field: "partition", Msg: err.Error()}
 	}
+	if sc.Defaults.Rank == 0 && cfg.Rank != 0 {
+		return cfg, sc, &ConfigError{Field: "rank", Msg: fmt.Sprintf("scenario %s trains no low-rank adapters", sc.Name)}
+	}
+	if sc.Defaults.Compression == "" && cfg.Compression != "" {
+		return cfg, sc, &ConfigError{Field: "compression", Msg: fmt.Sprintf("scenario %s uploads no low-rank factors", sc.Name)}
+	}
 	if err := checkAttack(cfg, scenarioUpdates[sc.Name]); err != nil {
 		return cfg, sc, err
 	}
@@ -86,6 +92,12 @@ func withDefaults(cfg, d Config) Config {
 	}
 	if cfg.RoundTimeoutMs == 0 {
 		cfg.RoundTimeoutMs = d.RoundTimeoutMs
+	}
+	if cfg.Rank == 0 {
+		cfg.Rank = d.Rank
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = d.Compression
 	}
 	return cfg
 }

@@ -176,6 +176,7 @@ type sim struct {
 	ctx   context.Context
 	cfg   Config
 	task  task.Task
+	agg   aggregate.Aggregator // the aggregator machine's strategy
 	opts  simOptions
 	obs   Observer
 	nodes []*simNode
@@ -291,7 +292,11 @@ func (s *sim) build(prof netProfile, initial []byte) error {
 	agg := base
 	agg.ID, agg.Role = aggregatorID, node.RoleAggregator
 	agg.InitialModel = initial
-	agg.NewAggregator = func() (aggregate.Aggregator, error) { return s.task.NewAggregator(cfg.Aggregator) }
+	agg.NewAggregator = func() (aggregate.Aggregator, error) {
+		a, err := s.task.NewAggregator(cfg.Aggregator)
+		s.agg = a // kept for its per-round metrics
+		return a, err
+	}
 	if err := s.addNode(agg, -1, link{up: prof.aggUp, down: prof.aggDown}); err != nil {
 		return err
 	}
@@ -563,6 +568,10 @@ func (s *sim) roundClosed(rc node.RoundClosed) {
 		SimMs:     float64(s.now-acc.startNs) / float64(ms),
 		WallMs:    float64(time.Since(acc.wallStart).Nanoseconds()) / 1e6,
 		ModelHash: hash,
+	}
+	// Finalize ran in the step that emitted rc, so the metrics are this round's.
+	if m, ok := s.agg.(roundMetrics); ok && rc.Advanced {
+		rr.Metrics = m.RoundMetrics()
 	}
 	ev, ok := s.evals[hash]
 	if !ok {

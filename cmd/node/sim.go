@@ -36,6 +36,8 @@ var flagForField = map[string]string{
 	"round_timeout_ms": "round-timeout",
 	"data_dir":         "data",
 	"workers":          "workers",
+	"rank":             "rank",
+	"compression":      "compression",
 }
 
 // flagName is the flag, with its dashes, that sets the Config field named by
@@ -102,6 +104,8 @@ func parseSim(args []string, stderr io.Writer) (simOptions, error) {
 		return nil
 	})
 	fs.StringVar(&c.DataDir, "data", "", "`dir`ectory of the MNIST IDX files (default: the copy shipped with the Go module)")
+	fs.IntVar(&c.Rank, "rank", 0, "adapter `rank` of LoRA scenarios (default: the scenario's, 4)")
+	fs.StringVar(&c.Compression, "compression", "", "upload codec of LoRA scenarios: fp32, fp16 or int8 (default: the scenario's, int8)")
 	fs.IntVar(&c.Workers, "workers", 0, "goroutines for training and evaluation (default GOMAXPROCS); changes wall time, never results")
 	fs.StringVar(&o.out, "out", "", "write report.json, rounds.csv and accuracy.png into `dir`")
 	fs.BoolVar(&o.json, "json", false, "print report.json on stdout instead of the table")
