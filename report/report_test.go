@@ -223,7 +223,9 @@ func TestYRangeZoomsOnHighAccuracy(t *testing.T) {
 
 func TestTable(t *testing.T) {
 	var buf bytes.Buffer
-	if err := Table(&buf, sample(12)); err != nil {
+	r := sample(12)
+	r.InitialAccuracy, r.BytesUpPerUpdate = 0.1038, 33275
+	if err := Table(&buf, r); err != nil {
 		t.Fatal(err)
 	}
 	out := buf.String()
@@ -231,7 +233,7 @@ func TestTable(t *testing.T) {
 		"frl-mnist", "vote", "dirichlet:0.5", "100", "seed", "0.2 reverse",
 		"accepted/selected", "9/10", "KB up",
 		"final accuracy  0.9077", "best accuracy   0.9077 (round 12)",
-		"bytes up        3.59 MB", "bytes down      128 MB",
+		"start accuracy  0.1038", "bytes up        3.59 MB (33.3 KB per accepted update)", "bytes down      128 MB",
 		"15.0 s (1.25 s/round)", strings.Repeat("ab", 32),
 	} {
 		if !strings.Contains(out, want) {

@@ -57,13 +57,14 @@ func Table(w io.Writer, r *simnet.Report) error {
 	fmt.Fprintln(w)
 
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "start accuracy\t%.4f (the model before round 1)\n", r.InitialAccuracy)
 	fmt.Fprintf(tw, "final accuracy\t%.4f\n", r.FinalAccuracy)
 	if best, ok := bestRound(r.Rounds); ok {
 		fmt.Fprintf(tw, "best accuracy\t%.4f (round %d)\n", r.BestAccuracy, best)
 	} else {
 		fmt.Fprintf(tw, "best accuracy\t%.4f\n", r.BestAccuracy)
 	}
-	fmt.Fprintf(tw, "bytes up\t%s\n", HumanBytes(r.BytesUpTotal))
+	fmt.Fprintf(tw, "bytes up\t%s (%s per accepted update)\n", HumanBytes(r.BytesUpTotal), HumanBytes(int64(r.BytesUpPerUpdate)))
 	fmt.Fprintf(tw, "bytes down\t%s\n", HumanBytes(r.BytesDownTotal))
 	perRound := ""
 	if n := len(r.Rounds); n > 0 {

@@ -16,7 +16,10 @@ type Report struct {
 	BestAccuracy    float64 `json:"best_accuracy"`
 	BytesUpTotal    int64   `json:"bytes_up_total"`
 	BytesDownTotal  int64   `json:"bytes_down_total"`
-	WallSeconds     float64 `json:"wall_seconds"`
+	// BytesUpPerUpdate is the upload per peer and round: bytes_up_total over
+	// the accepted updates (resends and rejected uploads included in the bytes).
+	BytesUpPerUpdate float64 `json:"bytes_up_per_update"`
+	WallSeconds      float64 `json:"wall_seconds"`
 }
 
 // ModelInfo names the model and identifies the final global model.

@@ -637,5 +637,12 @@ func (s *sim) flush(block bool) error {
 // finish completes the report (of the rounds reported so far).
 func (s *sim) finish() *Report {
 	s.rep.WallSeconds = time.Since(s.start).Seconds()
+	accepted := 0
+	for _, r := range s.rep.Rounds {
+		accepted += r.Accepted
+	}
+	if accepted > 0 {
+		s.rep.BytesUpPerUpdate = float64(s.rep.BytesUpTotal) / float64(accepted)
+	}
 	return s.rep
 }
