@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fedrank/fedrank/aggregate"
+	"github.com/fedrank/fedrank/internal/splitmix"
 	"github.com/fedrank/fedrank/wire"
 )
 
@@ -575,9 +576,9 @@ func TestLossyDelivery(t *testing.T) {
 	cfg := baseConfig(8)
 	cfg.PerRound, cfg.Quorum, cfg.Rounds = 4, 4, 3
 	c := newCluster(t, cfg)
-	r := splitmix{state: 7}
+	r := splitmix.Source{State: 7}
 	c.drop = func(f msgInFlight) bool {
-		return r.below(100) < 30 // lose 30% of all messages, announcements included
+		return r.Below(100) < 30 // lose 30% of all messages, announcements included
 	}
 	c.start()
 	for i := 0; i < 100 && !c.finished; i++ {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/fedrank/fedrank/internal/splitmix"
 	"github.com/fedrank/fedrank/node"
 	"github.com/fedrank/fedrank/task"
 )
@@ -19,7 +20,7 @@ const streamRedraw uint64 = 0x726564726177
 // simulator gives a trainer's task.Job, and what a collective attack gives
 // the honest training of the round's other attackers.
 func trainSeed(seed, round uint64, client int) uint64 {
-	return derive(seed, streamTrain, round, uint64(client))
+	return splitmix.Derive(seed, streamTrain, round, uint64(client))
 }
 
 // How an attack makes an attacker's update.
@@ -195,7 +196,7 @@ func (a *attack) selectPeers(round uint64, members []node.PeerID, k int, seed ui
 	for try := uint64(0); ; try++ {
 		s := seed
 		if try > 0 {
-			s = derive(seed, streamRedraw, try)
+			s = splitmix.Derive(seed, streamRedraw, try)
 		}
 		sel := node.SelectUniform(round, members, k, s)
 		bad := 0

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/fedrank/fedrank/data"
+	"github.com/fedrank/fedrank/internal/splitmix"
 	"github.com/fedrank/fedrank/model"
 	"github.com/fedrank/fedrank/task"
 )
@@ -54,13 +55,9 @@ const (
 	seedPartition
 )
 
-// subSeed derives an independent seed (SplitMix64 finaliser).
-func subSeed(seed, stream uint64) uint64 {
-	z := seed + stream*0x9e3779b97f4a7c15
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
+// subSeed derives an independent seed: the stream-th value of the splitmix
+// stream seeded with the run's seed.
+func subSeed(seed, stream uint64) uint64 { return splitmix.Nth(seed, stream) }
 
 type mnistInputs struct {
 	train, test *model.Inputs

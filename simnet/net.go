@@ -1,5 +1,7 @@
 package simnet
 
+import "github.com/fedrank/fedrank/internal/splitmix"
+
 // A network profile: propagation latency (plus uniform jitter), the bandwidth
 // of each node's uplink and downlink, and a message loss rate.
 //
@@ -80,7 +82,7 @@ func txNs(n int, bps int64) int64 {
 // network applies a profile to the nodes' links.
 type network struct {
 	p   netProfile
-	rng *rng
+	rng *splitmix.Source
 }
 
 // send reserves the links for a message of n bytes sent at now and returns its
@@ -91,9 +93,9 @@ func (nw *network) send(now int64, from, to *link, n int) (arrival int64, ok boo
 	from.upFree = upEnd
 	lat := nw.p.latencyNs
 	if j := nw.p.jitterNs; j > 0 {
-		lat += int64(nw.rng.below(uint64(2*j+1))) - j
+		lat += int64(nw.rng.Below(uint64(2*j+1))) - j
 	}
-	if nw.p.loss > 0 && nw.rng.float64() < nw.p.loss {
+	if nw.p.loss > 0 && nw.rng.Float64() < nw.p.loss {
 		return 0, false
 	}
 	downStart := max(upStart+lat, to.downFree)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedrank/fedrank/aggregate"
+	"github.com/fedrank/fedrank/internal/splitmix"
 	"github.com/fedrank/fedrank/node"
 	"github.com/fedrank/fedrank/task"
 	"github.com/fedrank/fedrank/wire"
@@ -225,7 +226,7 @@ func simulate(ctx context.Context, cfg Config, t task.Task, obs Observer, opts s
 	s := &sim{
 		ctx: ctx, cfg: cfg, task: t, opts: opts, obs: obs,
 		byID:  make(map[string]int, cfg.Peers+1),
-		net:   network{p: prof, rng: &rng{state: derive(cfg.Seed, streamNet)}},
+		net:   network{p: prof, rng: &splitmix.Source{State: splitmix.Derive(cfg.Seed, streamNet)}},
 		evals: map[string]*evalJob{},
 		start: start,
 		rep: &Report{Scenario: cfg.Scenario, Seed: cfg.Seed, Config: cfg,
@@ -278,7 +279,7 @@ func (s *sim) build(prof netProfile, initial []byte) error {
 		RoundTimeoutMs: cfg.RoundTimeoutMs,
 		RetryMs:        retryMs(prof, len(initial), cfg.RoundTimeoutMs),
 		Rounds:         uint64(cfg.Rounds),
-		Seed:           derive(cfg.Seed, streamSelect),
+		Seed:           splitmix.Derive(cfg.Seed, streamSelect),
 		MaxUpdateBytes: maxUpdateBytes,
 		MaxModelBytes:  maxModel,
 	}
@@ -446,8 +447,8 @@ func (s *sim) crashes(round uint64, n *simNode) bool {
 	if s.cfg.Crash <= 0 {
 		return false
 	}
-	r := rng{state: derive(s.cfg.Seed, streamCrash, round, uint64(n.client))}
-	return r.float64() < s.cfg.Crash
+	r := splitmix.Source{State: splitmix.Derive(s.cfg.Seed, streamCrash, round, uint64(n.client))}
+	return r.Float64() < s.cfg.Crash
 }
 
 // restart brings a crashed trainer back with empty state (it kept nothing: it

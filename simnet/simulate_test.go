@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedrank/fedrank/internal/splitmix"
 )
 
 func testConfig() Config {
@@ -290,7 +292,7 @@ func TestNetProfiles(t *testing.T) {
 func TestLinkModel(t *testing.T) {
 	p, _ := lookupNet("wan")
 	p.jitterNs = 0
-	nw := network{p: p, rng: &rng{state: 1}}
+	nw := network{p: p, rng: &splitmix.Source{State: 1}}
 	agg := link{up: p.aggUp, down: p.aggDown}
 	const model = 600_000
 	var last int64
