@@ -105,7 +105,10 @@ func (t *DenseTrainer) Train(in *Inputs, samples []int32, h Hyper, rng *rand.Ran
 	return loss, err
 }
 
-func (t *DenseTrainer) effective() ([][]float32, []float32) { return t.w, t.colsum }
+func (t *DenseTrainer) forward(e *engine, in *Inputs, batch []int32) [][]float32 {
+	e.forward(t.w, t.colsum, in, batch)
+	return t.w
+}
 
 func (t *DenseTrainer) update(e *engine, B int, offset, lr float32) {
 	for l := range t.w {

@@ -88,7 +88,7 @@ func checkLoRAGradient(t *testing.T, sizes, netRanks, ranks []int) {
 		t.Fatal(err)
 	}
 	imgs := []int32{0, 1, 2, 3, 4}
-	tr.forward(in, imgs)
+	tr.forward(tr.e, in, imgs)
 	tr.e.loss(in, imgs, true)
 	tr.e.backward(tr.eff, in, imgs)
 	tr.grads(tr.e, len(imgs), in.Offset)

@@ -122,47 +122,15 @@ func (t *LoRATrainer) Train(in *Inputs, samples []int32, h Hyper, rng *rand.Rand
 	t.mu, t.wd = float32(h.Momentum), float32(h.WeightDecay)
 	var loss float64
 	var err error
-	t.order, loss, err = t.epochs(in, samples, h, rng)
+	t.order, loss, err = runEpochs(t.e, t, in, samples, h, rng, t.order)
 	return loss, err
-}
-
-// epochs is runEpochs with the adapter's forward pass.
-func (t *LoRATrainer) epochs(in *Inputs, samples []int32, h Hyper, rng *rand.Rand) ([]int32, float64, error) {
-	e := t.e
-	order := t.order
-	if err := h.Validate(); err != nil {
-		return order, 0, err
-	}
-	if h.Batch > e.maxB {
-		return order, 0, fmt.Errorf("model: batch %d exceeds the trainer's %d", h.Batch, e.maxB)
-	}
-	order = append(order[:0], samples...)
-	var lossSum float64
-	for ep := 0; ep < h.Epochs; ep++ {
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		lr := float32(h.EpochLR(ep))
-		lossSum = 0
-		for lo := 0; lo < len(order); lo += h.Batch {
-			batch := order[lo:min(lo+h.Batch, len(order))]
-			t.forward(in, batch)
-			l, _ := e.loss(in, batch, true)
-			lossSum += l
-			e.backward(t.eff, in, batch)
-			t.update(e, len(batch), in.Offset, lr)
-		}
-	}
-	if len(order) == 0 {
-		return order, 0, nil
-	}
-	return order, lossSum / float64(len(order)), nil
 }
 
 // forward is engine.forward with the first layer computed as
 // offset·colsum(W) + v·W0 + s·(v·Aᵀ)·Bt (v: the image's non-zero pixels); the
 // offset term uses the effective column sums. The other layers run on the
 // effective weights. It leaves t[b,j] = v_b·A_jᵀ of the first layer for grads.
-func (t *LoRATrainer) forward(in *Inputs, imgs []int32) {
-	e := t.e
+func (t *LoRATrainer) forward(e *engine, in *Inputs, imgs []int32) [][]float32 {
 	sizes := t.net.Sizes
 	L := len(sizes) - 1
 	B := len(imgs)
@@ -193,24 +161,8 @@ func (t *LoRATrainer) forward(in *Inputs, imgs []int32) {
 			relu(zb)
 		}
 	}
-	for l := 1; l < L; l++ {
-		I, O := sizes[l], sizes[l+1]
-		h := e.out[l-1][:B*I]
-		z := e.out[l][:B*O]
-		w := t.eff[l]
-		for b := 0; b < B; b++ {
-			zb := z[b*O : (b+1)*O]
-			fill(zb, 0)
-			for i, v := range h[b*I : (b+1)*I] {
-				if v > 0 {
-					axpy(v, w[i*O:(i+1)*O], zb)
-				}
-			}
-			if l < L-1 {
-				relu(zb)
-			}
-		}
-	}
+	e.forwardHidden(t.eff, B)
+	return t.eff
 }
 
 func (t *LoRATrainer) update(e *engine, B int, offset, lr float32) {

@@ -92,6 +92,12 @@ func (e *engine) forward(eff [][]float32, colsum []float32, in *Inputs, imgs []i
 			relu(zb)
 		}
 	}
+	e.forwardHidden(eff, B)
+}
+
+// forwardHidden runs layers 1..L-1 on the first layer's outputs in out[0].
+func (e *engine) forwardHidden(eff [][]float32, B int) {
+	L := len(e.sizes) - 1
 	for l := 1; l < L; l++ {
 		I, O := e.sizes[l], e.sizes[l+1]
 		h := e.out[l-1][:B*I]

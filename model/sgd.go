@@ -47,9 +47,10 @@ func (h Hyper) EpochLR(ep int) float64 {
 
 // stepper is what a trainer does with one batch's gradients.
 type stepper interface {
-	// effective returns the weights the forward pass uses and the first
-	// layer's column sums.
-	effective() ([][]float32, []float32)
+	// forward runs a batch through the network, leaving the logits in the
+	// engine, and returns the effective weights that backward propagates
+	// through.
+	forward(e *engine, in *Inputs, batch []int32) [][]float32
 	// update applies one SGD step with the gradients held by the engine.
 	update(e *engine, B int, offset, lr float32)
 }
@@ -71,8 +72,7 @@ func runEpochs(e *engine, st stepper, in *Inputs, samples []int32, h Hyper, rng 
 		lossSum = 0
 		for lo := 0; lo < len(order); lo += h.Batch {
 			batch := order[lo:min(lo+h.Batch, len(order))]
-			eff, colsum := st.effective()
-			e.forward(eff, colsum, in, batch)
+			eff := st.forward(e, in, batch)
 			l, _ := e.loss(in, batch, true)
 			lossSum += l
 			e.backward(eff, in, batch)

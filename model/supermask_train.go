@@ -96,7 +96,10 @@ func (t *SupermaskTrainer) Train(in *Inputs, samples []int32, h Hyper, rng *rand
 	return loss, err
 }
 
-func (t *SupermaskTrainer) effective() ([][]float32, []float32) { return t.eff, t.colsum }
+func (t *SupermaskTrainer) forward(e *engine, in *Inputs, batch []int32) [][]float32 {
+	e.forward(t.eff, t.colsum, in, batch)
+	return t.eff
+}
 
 func (t *SupermaskTrainer) update(e *engine, B int, offset, lr float32) {
 	for l := range t.net.Layers {
