@@ -45,21 +45,15 @@ type Dense struct {
 
 // NewDense builds the task.
 func NewDense(cfg DenseConfig, d Data) (*Dense, error) {
-	if err := d.validate(); err != nil {
-		return nil, err
-	}
 	if err := cfg.Hyper.Validate(); err != nil {
 		return nil, err
-	}
-	if !(cfg.LRDecay > 0 && cfg.LRDecay <= 1) {
-		return nil, fmt.Errorf("task: learning-rate decay %v must be in (0,1]", cfg.LRDecay)
 	}
 	net, err := model.NewDense(cfg.Sizes, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
-	if d.Train.Dim != cfg.Sizes[0] || d.Test.Dim != cfg.Sizes[0] {
-		return nil, fmt.Errorf("task: data has %d features, network expects %d", d.Train.Dim, cfg.Sizes[0])
+	if err := d.check(cfg.Sizes[0], cfg.LRDecay); err != nil {
+		return nil, err
 	}
 	spec := aggregate.Spec{Seed: cfg.Seed, Sizes: net.Sizes}
 	if err := spec.Validate(); err != nil {

@@ -56,6 +56,21 @@ func (d Data) validate() error {
 	return nil
 }
 
+// check validates what every task's constructor is given: the data, a
+// network input of inputs features, and the learning-rate decay.
+func (d Data) check(inputs int, lrDecay float64) error {
+	if err := d.validate(); err != nil {
+		return err
+	}
+	if d.Train.Dim != inputs || d.Test.Dim != inputs {
+		return fmt.Errorf("task: data has %d features, the network expects %d", d.Train.Dim, inputs)
+	}
+	if !(lrDecay > 0 && lrDecay <= 1) {
+		return fmt.Errorf("task: learning-rate decay %v must be in (0,1]", lrDecay)
+	}
+	return nil
+}
+
 func (d Data) samples(c int) []int32 {
 	p := d.Parts[c]
 	out := make([]int32, len(p))
@@ -86,21 +101,15 @@ type frlWorker struct {
 
 // NewFRL builds the task.
 func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
-	if err := d.validate(); err != nil {
-		return nil, err
-	}
 	if err := cfg.Hyper.Validate(); err != nil {
 		return nil, err
-	}
-	if !(cfg.LRDecay > 0 && cfg.LRDecay <= 1) {
-		return nil, fmt.Errorf("task: learning-rate decay %v must be in (0,1]", cfg.LRDecay)
 	}
 	net, err := model.NewSupermask(cfg.Sizes, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
-	if d.Train.Dim != cfg.Sizes[0] || d.Test.Dim != cfg.Sizes[0] {
-		return nil, fmt.Errorf("task: data has %d features, network expects %d", d.Train.Dim, cfg.Sizes[0])
+	if err := d.check(cfg.Sizes[0], cfg.LRDecay); err != nil {
+		return nil, err
 	}
 	spec := aggregate.Spec{Seed: cfg.Seed, Sizes: net.Sizes}
 	if err := spec.Validate(); err != nil {

@@ -303,17 +303,11 @@ type TruncationStat struct {
 
 // NewLoRA builds the task on a base model.
 func NewLoRA(cfg LoRAConfig, base *Base, d Data) (*LoRA, error) {
-	if err := d.validate(); err != nil {
-		return nil, err
-	}
 	if base == nil {
 		return nil, errors.New("task: a base model is required")
 	}
-	if d.Train.Dim != base.Sizes[0] || d.Test.Dim != base.Sizes[0] {
-		return nil, fmt.Errorf("task: data has %d features, the base model expects %d", d.Train.Dim, base.Sizes[0])
-	}
-	if !(cfg.LRDecay > 0 && cfg.LRDecay <= 1) {
-		return nil, fmt.Errorf("task: learning-rate decay %v must be in (0,1]", cfg.LRDecay)
+	if err := d.check(base.Sizes[0], cfg.LRDecay); err != nil {
+		return nil, err
 	}
 	t := &LoRA{cfg: cfg, base: base, data: d}
 	sizes := base.Sizes
