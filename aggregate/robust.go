@@ -15,7 +15,8 @@ import (
 // one peer, one value, so that a peer cannot buy weight by claiming many samples.
 
 // updateSet holds the decoded dense updates of a round, each as one flat row
-// of every weight, layer after layer.
+// of every weight, layer after layer. It is the input side of the robust
+// dense aggregators: Begin, Add and Len.
 type updateSet struct {
 	spec  Spec
 	total int
@@ -36,7 +37,8 @@ func newUpdateSet(spec Spec) (updateSet, error) {
 	return s, nil
 }
 
-func (s *updateSet) begin(global []byte) error {
+// Begin implements Aggregator.
+func (s *updateSet) Begin(round uint64, global []byte) error {
 	if _, err := s.spec.checkHeader(global, magicDenseModel, "dense model"); err != nil {
 		return err
 	}
@@ -44,9 +46,9 @@ func (s *updateSet) begin(global []byte) error {
 	return nil
 }
 
-// add decodes u into the next row; on error the set is unchanged (the row is
-// scratch until counted).
-func (s *updateSet) add(u Update) error {
+// Add implements Aggregator: it decodes u into the next row. On error the set
+// is unchanged (the row is scratch until counted).
+func (s *updateSet) Add(u Update) error {
 	if s.n == len(s.rows) {
 		s.rows = append(s.rows, make([]float32, s.total))
 	}
@@ -61,6 +63,9 @@ func (s *updateSet) add(u Update) error {
 	s.n++
 	return nil
 }
+
+// Len implements Aggregator.
+func (s *updateSet) Len() int { return s.n }
 
 // encode splits a flat row into layers and encodes it as a dense model.
 func (s *updateSet) encode(flat []float32) []byte {
@@ -91,32 +96,23 @@ func (s *updateSet) coordinatewise(f func(vals []float32) float32) []float32 {
 // Median is the coordinate-wise median (Yin et al., ICML 2018): each weight of
 // the new model is the median of the round's values of that weight (the mean
 // of the middle two for an even count). Not streaming: see updateSet.
-type Median struct{ set updateSet }
+type Median struct{ updateSet }
 
 // NewMedian returns a coordinate-wise median aggregator for networks of spec.
 func NewMedian(spec Spec) (*Median, error) {
 	s, err := newUpdateSet(spec)
-	return &Median{set: s}, err
+	return &Median{s}, err
 }
 
 // Name implements Aggregator.
 func (m *Median) Name() string { return "median" }
 
-// Begin implements Aggregator.
-func (m *Median) Begin(round uint64, global []byte) error { return m.set.begin(global) }
-
-// Add implements Aggregator.
-func (m *Median) Add(u Update) error { return m.set.add(u) }
-
-// Len implements Aggregator.
-func (m *Median) Len() int { return m.set.n }
-
 // Finalize implements Aggregator.
 func (m *Median) Finalize() ([]byte, error) {
-	if m.set.n == 0 {
+	if m.n == 0 {
 		return nil, ErrNoUpdates
 	}
-	return m.set.encode(m.set.coordinatewise(median)), nil
+	return m.encode(m.coordinatewise(median)), nil
 }
 
 func median(v []float32) float32 {
@@ -136,7 +132,7 @@ func median(v []float32) float32 {
 // (updates-1)/2. Not streaming (the count to trim is only known at the end
 // of the round): see updateSet.
 type TrimmedMean struct {
-	set  updateSet
+	updateSet
 	frac float64
 }
 
@@ -147,30 +143,21 @@ func NewTrimmedMean(spec Spec, frac float64) (*TrimmedMean, error) {
 		return nil, fmt.Errorf("aggregate: trimmed-mean: trim fraction %v, want [0, 0.5]", frac)
 	}
 	s, err := newUpdateSet(spec)
-	return &TrimmedMean{set: s, frac: frac}, err
+	return &TrimmedMean{s, frac}, err
 }
 
 // Name implements Aggregator.
 func (t *TrimmedMean) Name() string { return "trimmed-mean" }
 
-// Begin implements Aggregator.
-func (t *TrimmedMean) Begin(round uint64, global []byte) error { return t.set.begin(global) }
-
-// Add implements Aggregator.
-func (t *TrimmedMean) Add(u Update) error { return t.set.add(u) }
-
-// Len implements Aggregator.
-func (t *TrimmedMean) Len() int { return t.set.n }
-
 // Finalize implements Aggregator.
 func (t *TrimmedMean) Finalize() ([]byte, error) {
-	k := t.set.n
+	k := t.n
 	if k == 0 {
 		return nil, ErrNoUpdates
 	}
 	trim := rankvote.TrimCount(k, t.frac)
 	inv := 1 / float64(k-2*trim)
-	return t.set.encode(t.set.coordinatewise(func(v []float32) float32 {
+	return t.encode(t.coordinatewise(func(v []float32) float32 {
 		var s float64
 		for _, x := range middle(v, trim) {
 			s += float64(x)
@@ -259,15 +246,15 @@ func nthElement(a []float32, k int) {
 // updates with the lowest scores (ties by arrival order) are averaged, every
 // one with weight 1 as in the FRL reference.
 //
-// F < 0 assumes as many Byzantine updates as Krum tolerates, (k-3)/2; an F
-// above that is lowered to it for the round (Krum needs k > 2f+2). M <= 0
-// averages k-f updates, the usual choice; M above k averages all.
+// f < 0 assumes as many Byzantine updates as Krum tolerates, (k-3)/2; an f
+// above that is lowered to it for the round (Krum needs k > 2f+2). m <= 0
+// averages k-f updates, the usual choice; m above k averages all.
 //
 // Not streaming: it keeps every update (see updateSet) plus k×k distances, and
 // Finalize costs k(k-1)/2 distance computations over all weights (about 80
 // million multiply-adds for 25 updates of the MNIST network).
 type MultiKrum struct {
-	set      updateSet
+	updateSet
 	f, m     int
 	dist     []float64 // k×k squared distances
 	selected []int
@@ -276,20 +263,11 @@ type MultiKrum struct {
 // NewMultiKrum returns a Multi-Krum aggregator (see MultiKrum for f and m).
 func NewMultiKrum(spec Spec, f, m int) (*MultiKrum, error) {
 	s, err := newUpdateSet(spec)
-	return &MultiKrum{set: s, f: f, m: m}, err
+	return &MultiKrum{updateSet: s, f: f, m: m}, err
 }
 
 // Name implements Aggregator.
 func (k *MultiKrum) Name() string { return "multi-krum" }
-
-// Begin implements Aggregator.
-func (k *MultiKrum) Begin(round uint64, global []byte) error { return k.set.begin(global) }
-
-// Add implements Aggregator.
-func (k *MultiKrum) Add(u Update) error { return k.set.add(u) }
-
-// Len implements Aggregator.
-func (k *MultiKrum) Len() int { return k.set.n }
 
 // Selected returns the indices, in the order of Add, of the updates the last
 // Finalize averaged, ascending.
@@ -297,7 +275,7 @@ func (k *MultiKrum) Selected() []int { return slices.Clone(k.selected) }
 
 // Finalize implements Aggregator.
 func (k *MultiKrum) Finalize() ([]byte, error) {
-	n := k.set.n
+	n := k.n
 	if n == 0 {
 		return nil, ErrNoUpdates
 	}
@@ -341,18 +319,18 @@ func (k *MultiKrum) Finalize() ([]byte, error) {
 	})
 	k.selected = slices.Sorted(slices.Values(byScore[:m]))
 
-	sum := make([]float64, k.set.total)
+	sum := make([]float64, k.total)
 	for _, i := range k.selected {
-		for c, v := range k.set.rows[i] {
+		for c, v := range k.rows[i] {
 			sum[c] += float64(v)
 		}
 	}
-	out := make([]float32, k.set.total)
+	out := make([]float32, k.total)
 	inv := 1 / float64(m)
 	for c, s := range sum {
 		out[c] = float32(s * inv)
 	}
-	return k.set.encode(out), nil
+	return k.encode(out), nil
 }
 
 // distBlock is the number of weights of every update whose distances are
@@ -363,15 +341,15 @@ const distBlock = 2048
 // updates, computed block by block so that each block of every update is read
 // from memory once.
 func (k *MultiKrum) distances() []float64 {
-	n := k.set.n
+	n := k.n
 	if cap(k.dist) < n*n {
 		k.dist = make([]float64, n*n)
 	}
 	d := k.dist[:n*n]
 	clear(d)
-	rows := k.set.rows[:n]
-	for lo := 0; lo < k.set.total; lo += distBlock {
-		hi := min(lo+distBlock, k.set.total)
+	rows := k.rows[:n]
+	for lo := 0; lo < k.total; lo += distBlock {
+		hi := min(lo+distBlock, k.total)
 		for i := range n {
 			a := rows[i][lo:hi]
 			for j := i + 1; j < n; j++ {

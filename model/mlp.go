@@ -138,8 +138,14 @@ func logSoftmax(z, p []float32, y int) float64 {
 	return float64(z[y]-m) - math.Log(sum)
 }
 
-// loss computes the mean cross-entropy of the batch and, if grad, the
-// gradient with respect to the logits into dz[L-1].
+// maxImageLoss caps one image's cross-entropy in evaluation: -log of the
+// smallest positive float32. A diverged model (weights overflowed to ±Inf or
+// NaN, as under a scaling attack on FedAvg) then scores a large, finite loss
+// that reports can hold, instead of NaN.
+var maxImageLoss = -math.Log(math.SmallestNonzeroFloat32)
+
+// loss computes the summed cross-entropy of the batch and, if grad, the
+// gradient of the mean with respect to the logits into dz[L-1].
 func (e *engine) loss(in *Inputs, imgs []int32, grad bool) (sum float64, correct int) {
 	L := len(e.sizes) - 1
 	C := e.sizes[L]
@@ -150,7 +156,11 @@ func (e *engine) loss(in *Inputs, imgs []int32, grad bool) (sum float64, correct
 	for b, k := range imgs {
 		y := int(in.Labels[k])
 		zb := z[b*C : (b+1)*C]
-		sum -= logSoftmax(zb, e.probs, y)
+		l := -logSoftmax(zb, e.probs, y)
+		if !grad && !(l <= maxImageLoss) { // also catches NaN
+			l = maxImageLoss
+		}
+		sum += l
 		best := 0
 		for c := 1; c < C; c++ {
 			if zb[c] > zb[best] {

@@ -360,3 +360,17 @@ func TestFullSelectMatchesBand(t *testing.T) {
 		}
 	}
 }
+
+// TestDivergedModelHasFiniteLoss: evaluation of a model whose weights
+// overflowed reports the capped loss, not NaN.
+func TestDivergedModelHasFiniteLoss(t *testing.T) {
+	sizes := []int{12, 7, 3}
+	in := tinyInputs(10, 12, 3, 1)
+	d, _ := NewDense(sizes, 1)
+	d.Init[0][0] = float32(math.Inf(1))
+	d.Init[0][1] = float32(math.Inf(-1))
+	_, loss := NewEvaluator(sizes).Run(d.Init, ColumnSums(d.Init[0], 12, 7), in, 0, in.N)
+	if math.IsNaN(loss) || math.IsInf(loss, 0) || loss <= 0 {
+		t.Fatalf("loss of a diverged model: %v, want finite and positive", loss)
+	}
+}

@@ -107,19 +107,15 @@ func checkAttack(cfg Config, kind task.UpdateKind) error {
 	if cfg.Attack == "" && cfg.Attackers == 0 {
 		return nil
 	}
+	names := make([]string, len(attackDefs))
+	for i, d := range attackDefs {
+		names[i] = d.Name
+	}
 	if cfg.Attack == "" {
-		names := []string{}
-		for _, d := range attackDefs {
-			names = append(names, d.Name)
-		}
 		return &ConfigError{Field: "attack", Msg: fmt.Sprintf("attackers %v given without an attack (have: %s)", cfg.Attackers, strings.Join(names, ", "))}
 	}
 	d, ok := lookupAttack(cfg.Attack)
 	if !ok {
-		names := []string{}
-		for _, d := range attackDefs {
-			names = append(names, d.Name)
-		}
 		return &ConfigError{Field: "attack", Msg: fmt.Sprintf("unknown attack %q (have: %s)", cfg.Attack, strings.Join(names, ", "))}
 	}
 	if kind != "" && !slices.Contains(d.kinds, kind) {
