@@ -1,6 +1,8 @@
 // Package aggregate defines how the updates of one round become the next
-// global model, and holds the strategies: the FRL rank vote and FedAvg (more
-// robust strategies are added beside them).
+// global model, and holds the strategies: for rankings the FRL Borda vote and
+// its robust variants (filtered, median and trimmed votes), for dense weights
+// FedAvg, coordinate-wise median, trimmed mean and Multi-Krum. The low-rank
+// merges live in package lowrank.
 //
 // An Aggregator is fed the updates of one round, each already authenticated and
 // checked for membership, round and model hash by the caller (node.Machine).
