@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"github.com/fedrank/fedrank/rankvote"
+
+	"github.com/fedrank/fedrank/internal/selectk"
 )
 
 // The robust dense aggregators (coordinate-wise median, trimmed mean,
@@ -118,7 +120,7 @@ func (m *Median) Finalize() ([]byte, error) {
 func median(v []float32) float32 {
 	k := len(v)
 	h := k / 2
-	nthElement(v, h)
+	selectk.Nth(v, h)
 	if k%2 == 1 {
 		return v[h]
 	}
@@ -177,67 +179,10 @@ func middle(a []float32, trim int) []float32 {
 	if trim < 0 || 2*trim >= len(a) {
 		panic(fmt.Sprintf("aggregate: middle: trim %d of %d values", trim, len(a)))
 	}
-	nthElement(a, trim)
+	selectk.Nth(a, trim)
 	a = a[trim:]
-	nthElement(a, len(a)-trim-1)
+	selectk.Nth(a, len(a)-trim-1)
 	return a[:len(a)-trim]
-}
-
-// nthElement reorders a so that a[k] is the value a sort would put there, with
-// nothing greater before it and nothing smaller after it (quickselect with
-// median-of-three pivots, insertion sort below 16 values). Deterministic.
-// NaNs are not supported (decoded weights are finite). It panics unless 0 <= k < len(a).
-func nthElement(a []float32, k int) {
-	if k < 0 || k >= len(a) {
-		panic(fmt.Sprintf("aggregate: nthElement: index %d of %d values", k, len(a)))
-	}
-	for len(a) > 16 {
-		m := len(a) / 2
-		// Order a[0] <= a[m] <= a[last]; a[m] is the pivot, and the ends stop
-		// the scans below.
-		last := len(a) - 1
-		if a[m] < a[0] {
-			a[m], a[0] = a[0], a[m]
-		}
-		if a[last] < a[m] {
-			a[last], a[m] = a[m], a[last]
-			if a[m] < a[0] {
-				a[m], a[0] = a[0], a[m]
-			}
-		}
-		p := a[m]
-		i, j := 0, last
-		for i <= j {
-			for a[i] < p {
-				i++
-			}
-			for a[j] > p {
-				j--
-			}
-			if i <= j {
-				a[i], a[j] = a[j], a[i]
-				i++
-				j--
-			}
-		}
-		// Now a[:j+1] <= p <= a[i:], and a[j+1:i] == p.
-		switch {
-		case k <= j:
-			a = a[:j+1]
-		case k >= i:
-			a, k = a[i:], k-i
-		default:
-			return
-		}
-	}
-	for i := 1; i < len(a); i++ {
-		x := a[i]
-		j := i
-		for ; j > 0 && a[j-1] > x; j-- {
-			a[j] = a[j-1]
-		}
-		a[j] = x
-	}
 }
 
 // MultiKrum is Multi-Krum (Blanchard et al., NeurIPS 2017): with k updates

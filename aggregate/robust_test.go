@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/fedrank/fedrank/internal/selectk"
 )
 
 // tiny has 6 weights: layer 0 holds 4, layer 1 holds 2.
@@ -339,7 +341,7 @@ func TestNthElementAndmiddle(t *testing.T) {
 			sorted := slices.Sorted(slices.Values(base))
 			for k := range n {
 				a := slices.Clone(base)
-				nthElement(a, k)
+				selectk.Nth(a, k)
 				if a[k] != sorted[k] {
 					t.Fatalf("n=%d k=%d: %v, want %v", n, k, a[k], sorted[k])
 				}
@@ -358,7 +360,7 @@ func TestNthElementAndmiddle(t *testing.T) {
 		}
 	}
 	for _, bad := range []func(){
-		func() { nthElement([]float32{1, 2}, 2) },
+		func() { selectk.Nth([]float32{1, 2}, 2) },
 		func() { middle([]float32{1, 2}, 1) },
 	} {
 		func() {

@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/fedrank/fedrank/internal/selectk"
 )
 
 const signBit = 0x80000000
@@ -122,46 +124,8 @@ func selectKthLargest[T uint32 | uint64](a []T, k int) T {
 	if k < 1 || k > len(a) {
 		panic(fmt.Sprintf("model: select %d-th of %d", k, len(a)))
 	}
-	// k-th largest = (len-k)-th smallest, 0-based.
-	target := len(a) - k
-	lo, hi := 0, len(a)-1
-	for lo < hi {
-		// Median of three pivot keeps the selection linear on sorted inputs.
-		mid := lo + (hi-lo)/2
-		if a[mid] < a[lo] {
-			a[mid], a[lo] = a[lo], a[mid]
-		}
-		if a[hi] < a[lo] {
-			a[hi], a[lo] = a[lo], a[hi]
-		}
-		if a[hi] < a[mid] {
-			a[hi], a[mid] = a[mid], a[hi]
-		}
-		p := a[mid]
-		i, j := lo, hi
-		for i <= j {
-			for a[i] < p {
-				i++
-			}
-			for a[j] > p {
-				j--
-			}
-			if i <= j {
-				a[i], a[j] = a[j], a[i]
-				i++
-				j--
-			}
-		}
-		switch {
-		case target <= j:
-			hi = j
-		case target >= i:
-			lo = i
-		default:
-			return a[target]
-		}
-	}
-	return a[target]
+	selectk.Nth(a, len(a)-k)
+	return a[len(a)-k]
 }
 
 // EffectiveFromRanking builds a global model's effective weights (w·mask) and
