@@ -86,14 +86,6 @@ func lookupAttack(name string) (attackDef, bool) {
 	return attackDef{}, false
 }
 
-// scenarioUpdates is the update kind of the built-in scenarios, so that
-// Resolve can reject an attack that does not fit one without building its
-// task. Scenarios not listed are checked when their task is built.
-var scenarioUpdates = map[string]task.UpdateKind{
-	"frl-mnist":    task.Rankings,
-	"fedavg-mnist": task.Weights,
-}
-
 // AttackerCount is the number of attacker peers of a run, floor(fraction ×
 // peers), as in the FRL reference: peers 0 .. AttackerCount-1 attack.
 func AttackerCount(fraction float64, peers int) int {

@@ -24,6 +24,7 @@ func init() {
 		Description: "Federated Rank Learning on MNIST: LeNet-300-100 supermask, peers vote on edge rankings",
 		Defaults:    frl,
 		Aggregators: []string{"vote-robust", "vote", "vote-median"},
+		Updates:     task.Rankings,
 		Build: func(cfg Config) (task.Task, error) {
 			d, err := mnistData(cfg)
 			if err != nil {
@@ -39,6 +40,7 @@ func init() {
 		Description: "FedAvg baseline on MNIST: the same LeNet-300-100 with trainable dense weights",
 		Defaults:    fedavg,
 		Aggregators: []string{"fedavg", "median", "trimmed-mean", "multi-krum"},
+		Updates:     task.Weights,
 		Build: func(cfg Config) (task.Task, error) {
 			d, err := mnistData(cfg)
 			if err != nil {

@@ -54,7 +54,7 @@ func Resolve(cfg Config) (Config, Scenario, error) {
 	if sc.Defaults.Compression == "" && cfg.Compression != "" {
 		return cfg, sc, &ConfigError{Field: "compression", Msg: fmt.Sprintf("scenario %s uploads no low-rank factors", sc.Name)}
 	}
-	if err := checkAttack(cfg, scenarioUpdates[sc.Name]); err != nil {
+	if err := checkAttack(cfg, sc.Updates); err != nil {
 		return cfg, sc, err
 	}
 	return cfg, sc, nil

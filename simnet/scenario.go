@@ -17,6 +17,10 @@ type Scenario struct {
 	// Aggregators lists the aggregator names the scenario's task accepts; the first
 	// is the default.
 	Aggregators []string
+	// Updates is the kind of update its peers send, so that Resolve can
+	// reject an attack that does not fit without building the task; ""
+	// leaves that check to the task when it is built.
+	Updates task.UpdateKind
 	// Build constructs the task for an effective (defaults filled, validated) config.
 	Build func(cfg Config) (task.Task, error)
 }
