@@ -107,16 +107,16 @@ func (v *Vote) Add(layers [][]uint32) error {
 	for l, r := range layers {
 		var err *InvalidRankingError
 		if v.wide[l] {
-			err = addPositions64(v.s64[l], r, v.seen)
+			err = addPositions(v.s64[l], r, v.seen)
 		} else {
-			err = addPositions32(v.s32[l], r, v.seen)
+			err = addPositions(v.s32[l], r, v.seen)
 		}
 		if err != nil {
 			for k := range l {
 				if v.wide[k] {
-					subPositions64(v.s64[k], layers[k])
+					subPositions(v.s64[k], layers[k])
 				} else {
-					subPositions32(v.s32[k], layers[k])
+					subPositions(v.s32[k], layers[k])
 				}
 			}
 			err.Layer = l
@@ -127,63 +127,35 @@ func (v *Vote) Add(layers [][]uint32) error {
 	return nil
 }
 
-// addPositions32 adds i to sums[r[i]] for every i, checking that r is a
+// addPositions adds i to sums[r[i]] for every i, checking that r is a
 // permutation of 0..len(sums)-1 (len(r) == len(sums) is the caller's check). On
 // failure it takes back what it added and returns the error.
-func addPositions32(sums, r []uint32, seen []uint64) *InvalidRankingError {
+func addPositions[S uint32 | uint64](sums []S, r []uint32, seen []uint64) *InvalidRankingError {
 	n := len(sums)
 	seen = seen[:(n+63)>>6]
 	clear(seen)
 	r = r[:n]
 	for i, e := range r {
 		if uint(e) >= uint(len(sums)) {
-			subPositions32(sums, r[:i])
+			subPositions(sums, r[:i])
 			return rangeError(i, e, n)
 		}
 		w := seen[e>>6]
 		m := uint64(1) << (e & 63)
 		if w&m != 0 {
-			subPositions32(sums, r[:i])
+			subPositions(sums, r[:i])
 			return duplicateError(i, e, n)
 		}
 		seen[e>>6] = w | m
-		sums[e] += uint32(i)
+		sums[e] += S(i)
 	}
 	return nil
 }
 
-// subPositions32 takes back addPositions32 over the prefix r (values all valid).
-func subPositions32(sums, r []uint32) {
+// subPositions takes back addPositions over the prefix r (values all valid).
+func subPositions[S uint32 | uint64](sums []S, r []uint32) {
 	for i, e := range r {
-		sums[e] -= uint32(i)
-	}
-}
-
-func addPositions64(sums []uint64, r []uint32, seen []uint64) *InvalidRankingError {
-	n := len(sums)
-	seen = seen[:(n+63)>>6]
-	clear(seen)
-	r = r[:n]
-	for i, e := range r {
-		if uint(e) >= uint(len(sums)) {
-			subPositions64(sums, r[:i])
-			return rangeError(i, e, n)
-		}
-		w := seen[e>>6]
-		m := uint64(1) << (e & 63)
-		if w&m != 0 {
-			subPositions64(sums, r[:i])
-			return duplicateError(i, e, n)
-		}
-		seen[e>>6] = w | m
-		sums[e] += uint64(i)
-	}
-	return nil
-}
-
-func subPositions64(sums []uint64, r []uint32) {
-	for i, e := range r {
-		sums[e] -= uint64(i)
+		sums[e] -= S(i)
 	}
 }
 
