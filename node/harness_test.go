@@ -230,22 +230,7 @@ func (c *cluster) advance(ms int64) {
 	c.t.Helper()
 	end := c.now + ms
 	for {
-		var (
-			found bool
-			id    PeerID
-			tid   TimerID
-			at    int64
-		)
-		for p, ts := range c.timers {
-			for t, a := range ts {
-				if a > end {
-					continue
-				}
-				if !found || a < at || (a == at && (p < id || (p == id && t.String() < tid.String()))) {
-					found, id, tid, at = true, p, t, a
-				}
-			}
-		}
+		id, tid, at, found := nextTimer(c.timers, end)
 		if !found {
 			break
 		}
@@ -284,3 +269,19 @@ func acksTo(sent []msgInFlight, to PeerID) []*wire.UpdateAck {
 }
 
 var errTrain = errors.New("training failed")
+
+// nextTimer finds the earliest timer due by end: earliest first, then by
+// peer, then by timer name, so that test runs replay exactly.
+func nextTimer(timers map[PeerID]map[TimerID]int64, end int64) (id PeerID, tid TimerID, at int64, found bool) {
+	for p, ts := range timers {
+		for t, a := range ts {
+			if a > end {
+				continue
+			}
+			if !found || a < at || (a == at && (p < id || (p == id && t.String() < tid.String()))) {
+				found, id, tid, at = true, p, t, a
+			}
+		}
+	}
+	return id, tid, at, found
+}

@@ -233,22 +233,7 @@ func (e *traceEnv) run(cmd string) {
 func (e *traceEnv) tick(ms int64) {
 	end := e.now + ms
 	for {
-		var (
-			found bool
-			id    PeerID
-			tid   TimerID
-			at    int64
-		)
-		for _, p := range e.ids { // earliest first, then by peer, then by name
-			for t, a := range e.timers[p] {
-				if a > end {
-					continue
-				}
-				if !found || a < at || (a == at && (p < id || (p == id && t.String() < tid.String()))) {
-					found, id, tid, at = true, p, t, a
-				}
-			}
-		}
+		id, tid, at, found := nextTimer(e.timers, end)
 		if !found {
 			break
 		}
