@@ -5,13 +5,15 @@ import (
 	"slices"
 
 	"github.com/fedrank/fedrank/aggregate"
+	"github.com/fedrank/fedrank/storage"
 	"github.com/fedrank/fedrank/wire"
 )
 
 // aggregatorState is the aggregator's side of the protocol. A round is always
 // open between Start and Done: closing one opens the next in the same Step.
 type aggregatorState struct {
-	agg aggregate.Aggregator
+	agg     aggregate.Aggregator
+	started bool // Start was stepped (a restored machine re-announces its open round then)
 
 	round                 uint64
 	model, hash           []byte // the open round's global model
@@ -33,10 +35,17 @@ func (m *Machine) stepAggregator(now int64, ev Event) []Action {
 	a := m.agg
 	switch ev := ev.(type) {
 	case Start:
-		if a.round > 0 || m.done {
+		if a.started || m.done {
 			return nil
 		}
-		return m.openRound(now, 1, nil)
+		a.started = true
+		if a.round > 0 {
+			return m.resume(now)
+		}
+		if err := m.prepareRound(now, 1); err != nil {
+			return m.fail(nil, err)
+		}
+		return m.announceRound(now, []Action{Persist{Open: a.openRecord()}})
 	case Recv:
 		switch body := ev.Msg.GetBody().(type) {
 		case *wire.Envelope_Update:
@@ -48,7 +57,7 @@ func (m *Machine) stepAggregator(now int64, ev Event) []Action {
 		}
 	case TimerFired:
 		switch {
-		case a.round == 0 || m.done || ev.ID.Round != a.round:
+		case a.round == 0 || m.done || !a.started || ev.ID.Round != a.round:
 		case ev.ID.Kind == TimerDeadline:
 			return m.closeRound(now, "deadline", nil)
 		case ev.ID.Kind == TimerAnnounce && a.announceDelay > 0:
@@ -61,16 +70,24 @@ func (m *Machine) stepAggregator(now int64, ev Event) []Action {
 	return nil
 }
 
-// openRound begins round r, appending its actions to acts.
-func (m *Machine) openRound(now int64, r uint64, acts []Action) []Action {
+// prepareRound makes round r the open round: selection, a fresh aggregate
+// from the current model, the deadline. It emits nothing: the caller persists
+// the round (Open or Commit) and then announces it with announceRound.
+func (m *Machine) prepareRound(now int64, r uint64) error {
 	a := m.agg
 	if err := a.agg.Begin(r, a.model); err != nil {
-		return m.fail(acts, fmt.Errorf("node: round %d: aggregator %s: Begin: %w", r, a.agg.Name(), err))
+		return fmt.Errorf("node: round %d: aggregator %s: Begin: %w", r, a.agg.Name(), err)
 	}
 	sel, err := m.selectPeers(r)
 	if err != nil {
-		return m.fail(acts, err)
+		return err
 	}
+	a.setRound(r, sel, now, now+m.cfg.RoundTimeoutMs)
+	return nil
+}
+
+// setRound resets the per-round state for round r.
+func (a *aggregatorState) setRound(r uint64, sel []PeerID, startedMs, deadlineMs int64) {
 	a.round = r
 	a.selected = sel
 	a.isSelected = make(map[PeerID]bool, len(sel))
@@ -79,24 +96,57 @@ func (m *Machine) openRound(now int64, r uint64, acts []Action) []Action {
 	}
 	a.acceptedPeers, a.updateHashes, a.rejected = nil, nil, nil
 	a.acceptedHash = make(map[PeerID][]byte, len(sel))
-	a.startedMs, a.deadlineMs = now, now+m.cfg.RoundTimeoutMs
+	a.startedMs, a.deadlineMs = startedMs, deadlineMs
 	a.heard = make(map[PeerID]bool, len(sel))
+	a.start = nil
+}
+
+// openRecord is what the store keeps of the open round.
+func (a *aggregatorState) openRecord() *storage.OpenRound {
+	return &storage.OpenRound{
+		Round:         a.round,
+		ModelHash:     a.hash,
+		PrevModelHash: a.prevHash,
+		Selected:      a.selected,
+		StartedMs:     a.startedMs,
+		DeadlineMs:    a.deadlineMs,
+	}
+}
+
+// announceRound appends the open round's announcement and timers to acts.
+func (m *Machine) announceRound(now int64, acts []Action) []Action {
+	a := m.agg
 	a.start = m.msg(&wire.RoundStart{
-		Round:      r,
+		Round:      a.round,
 		ModelHash:  a.hash,
-		Selected:   slices.Clone(sel),
+		Selected:   slices.Clone(a.selected),
 		DeadlineMs: a.deadlineMs,
 	})
 	acts = append(acts,
 		Broadcast{Msg: a.start},
-		SetTimer{ID: TimerID{TimerDeadline, r}, AtMs: a.deadlineMs},
+		SetTimer{ID: TimerID{TimerDeadline, a.round}, AtMs: a.deadlineMs},
 	)
 	a.announceDelay = 0
 	if at := now + m.retryMs; at < a.deadlineMs {
 		a.announceDelay = m.retryMs
-		acts = append(acts, SetTimer{ID: TimerID{TimerAnnounce, r}, AtMs: at})
+		acts = append(acts, SetTimer{ID: TimerID{TimerAnnounce, a.round}, AtMs: at})
 	}
 	return acts
+}
+
+// resume carries on a round restored from the store: it closes at once if
+// its stored updates already make the quorum (the crash came between the last
+// update and the commit) or its deadline passed while the aggregator was
+// down; otherwise it announces the round again, with its original deadline.
+func (m *Machine) resume(now int64) []Action {
+	a := m.agg
+	switch {
+	case len(a.acceptedPeers) >= m.cfg.Quorum:
+		return m.closeRound(now, "quorum", nil)
+	case now >= a.deadlineMs:
+		return m.closeRound(now, "deadline", nil)
+	}
+	return m.announceRound(now, nil)
 }
 
 // announce resends the RoundStart to the selected peers that are silent: an
@@ -153,8 +203,8 @@ func (m *Machine) fail(acts []Action, err error) []Action {
 
 func (m *Machine) onUpdate(now int64, from PeerID, fed string, u *wire.Update) []Action {
 	a := m.agg
-	if m.done {
-		m.c.Ignored++ // the federation's run is over; nobody aggregates any more
+	if m.done || !a.started {
+		m.c.Ignored++ // the federation's run is over, or not begun
 		return nil
 	}
 	ack := func(accepted bool, reason Reason) []Action {
@@ -198,21 +248,47 @@ func (m *Machine) onUpdate(now int64, from PeerID, fed string, u *wire.Update) [
 		}
 		return reject(RejectDuplicate, "")
 	}
-	if err := a.agg.Add(aggregate.Update{Peer: from, Samples: u.GetSamples(), Payload: u.GetPayload()}); err != nil {
+	if m.cfg.Verify != nil {
+		if err := m.cfg.Verify(from, SignedUpdate(m.cfg.Federation, u.GetRound(), u.GetModelHash(), h), u.GetSignature()); err != nil {
+			return reject(RejectBadSignature, err.Error())
+		}
+	}
+	rec := &storage.Update{
+		Round:     a.round,
+		Seq:       len(a.acceptedPeers),
+		From:      from,
+		ModelHash: a.hash,
+		Payload:   u.GetPayload(),
+		Samples:   u.GetSamples(),
+		Signature: u.GetSignature(),
+		Hash:      h,
+	}
+	if err := m.accept(rec); err != nil {
 		return reject(RejectInvalidPayload, err.Error())
 	}
-	a.acceptedHash[from] = h
-	a.acceptedPeers = append(a.acceptedPeers, from)
-	a.updateHashes = append(a.updateHashes, h)
-	acts := ack(true, "")
+	// Durable before it is acknowledged or can close the round.
+	acts := append([]Action{Persist{Update: rec}}, ack(true, "")...)
 	if len(a.acceptedPeers) == m.cfg.Quorum {
 		acts = m.closeRound(now, "quorum", acts)
 	}
 	return acts
 }
 
-// closeRound ends the open round (how: "quorum" or "deadline"), announces the
-// result and opens the next round or reports Done.
+// accept folds a checked update into the round's aggregate.
+func (m *Machine) accept(u *storage.Update) error {
+	a := m.agg
+	if err := a.agg.Add(aggregate.Update{Peer: u.From, Samples: u.Samples, Payload: u.Payload}); err != nil {
+		return err
+	}
+	a.acceptedHash[u.From] = u.Hash
+	a.acceptedPeers = append(a.acceptedPeers, u.From)
+	a.updateHashes = append(a.updateHashes, u.Hash)
+	return nil
+}
+
+// closeRound ends the open round (how: "quorum" or "deadline"), commits its
+// result with the new model and the next round, announces the result and
+// opens the next round or reports Done.
 func (m *Machine) closeRound(now int64, how string, acts []Action) []Action {
 	a := m.agg
 	r, n := a.round, len(a.acceptedPeers)
@@ -227,6 +303,7 @@ func (m *Machine) closeRound(now int64, how string, acts []Action) []Action {
 		ClosedMs:      now,
 	}
 	var used [][]byte
+	var newModel []byte
 	if n >= m.cfg.MinUpdates {
 		model, err := a.agg.Finalize()
 		if err != nil {
@@ -234,6 +311,7 @@ func (m *Machine) closeRound(now int64, how string, acts []Action) []Action {
 		}
 		a.prevModel, a.prevHash = a.model, a.hash
 		a.model, a.hash = model, Hash(model)
+		newModel = model
 		used = a.updateHashes
 		rc.Advanced, rc.Reason = true, how
 	} else {
@@ -241,13 +319,29 @@ func (m *Machine) closeRound(now int64, how string, acts []Action) []Action {
 	}
 	rc.Model, rc.ModelHash = a.model, a.hash
 	a.prevAccepted = a.acceptedHash
-	acts = append(acts, Broadcast{Msg: m.msg(&wire.RoundResult{
+	commit := &storage.Commit{
+		Result: storage.Result{
+			Round:         r,
+			ModelHash:     a.hash,
+			UpdateHashes:  used,
+			Advanced:      rc.Advanced,
+			Reason:        rc.Reason,
+			Selected:      a.selected,
+			AcceptedPeers: a.acceptedPeers,
+			Accepted:      n,
+			Rejected:      countReasons(a.rejected),
+			StartedMs:     a.startedMs,
+			ClosedMs:      now,
+		},
+		Model: newModel,
+	}
+	result := m.msg(&wire.RoundResult{
 		Round:        r,
 		ModelHash:    a.hash,
 		UpdateHashes: used,
 		Accepted:     uint32(n),
 		Rejected:     uint32(len(a.rejected)),
-	})})
+	})
 	if now < a.deadlineMs {
 		acts = append(acts, CancelTimer{ID: TimerID{TimerDeadline, r}})
 	}
@@ -255,12 +349,31 @@ func (m *Machine) closeRound(now int64, how string, acts []Action) []Action {
 		acts = append(acts, CancelTimer{ID: TimerID{TimerAnnounce, r}})
 		a.announceDelay = 0
 	}
-	acts = append(acts, rc)
-	if m.cfg.Rounds > 0 && r >= m.cfg.Rounds {
+	last := m.cfg.Rounds > 0 && r >= m.cfg.Rounds
+	if !last {
+		if err := m.prepareRound(now, r+1); err != nil {
+			return m.fail(acts, err)
+		}
+		commit.Next = a.openRecord()
+	}
+	acts = append(acts, Persist{Commit: commit}, Broadcast{Msg: result}, rc)
+	if last {
 		m.done = true
 		return append(acts, Done{})
 	}
-	return m.openRound(now, r+1, acts)
+	return m.announceRound(now, acts)
+}
+
+// countReasons counts rejections per reason (nil when there are none).
+func countReasons(rej []Rejection) map[string]int {
+	if len(rej) == 0 {
+		return nil
+	}
+	out := make(map[string]int)
+	for _, r := range rej {
+		out[string(r.Reason)]++
+	}
+	return out
 }
 
 func (m *Machine) onModelRequest(from PeerID, fed string, req *wire.ModelRequest) []Action {
@@ -282,5 +395,16 @@ func (m *Machine) onModelRequest(from PeerID, fed string, req *wire.ModelRequest
 		m.c.UnknownModels++
 		return nil
 	}
-	return []Action{Send{To: from, Msg: m.msg(&wire.ModelResponse{ModelHash: hash, Model: model})}}
+	off := req.GetOffset()
+	if off > uint64(len(model)) {
+		m.c.UnknownModels++ // past the end: nothing there to send
+		return nil
+	}
+	chunk := model[off:]
+	if c := m.cfg.ChunkBytes; c > 0 && len(chunk) > c {
+		chunk = chunk[:c]
+	}
+	return []Action{Send{To: from, Msg: m.msg(&wire.ModelResponse{
+		ModelHash: hash, Model: chunk, Offset: off, TotalSize: uint64(len(model)),
+	})}}
 }

@@ -78,8 +78,27 @@ type Config struct {
 
 	// MaxUpdateBytes bounds an update's payload (aggregator).
 	MaxUpdateBytes int
-	// MaxModelBytes bounds a model received in a ModelResponse (trainer).
+	// MaxModelBytes bounds the whole of a model received in ModelResponses
+	// (trainer): a larger total_size is refused before any more is asked for.
 	MaxModelBytes int
+	// ChunkBytes is the most model bytes the aggregator puts in one
+	// ModelResponse; a larger model travels in chunks that the trainer pulls
+	// one after the other (resuming where it stopped after a loss). 0 sends
+	// a model whole (aggregator).
+	ChunkBytes int
+	// SilenceMs: a trainer that has heard nothing from the aggregator for this
+	// long reports it with a Silent action (and in Status), once per silence.
+	// 0 disables the check (trainer).
+	SilenceMs int64
+
+	// Sign signs an update (trainer): it is given SignedUpdate(...) and
+	// returns the signature carried in Update.signature. nil sends unsigned
+	// updates.
+	Sign func(msg []byte) ([]byte, error)
+	// Verify checks an update's signature against its sender (aggregator):
+	// msg is SignedUpdate(...). nil accepts unsigned updates; when set, an
+	// update whose signature does not verify is rejected (RejectBadSignature).
+	Verify func(from PeerID, msg, sig []byte) error
 
 	// NewAggregator builds the aggregation strategy, once, in New (aggregator).
 	NewAggregator func() (aggregate.Aggregator, error)
@@ -131,6 +150,12 @@ func (c Config) Validate() error {
 	}
 	if c.RoundTimeoutMs <= 0 {
 		return cfgErr("RoundTimeoutMs", "%d, must be > 0", c.RoundTimeoutMs)
+	}
+	if c.ChunkBytes < 0 {
+		return cfgErr("ChunkBytes", "%d, must be >= 0 (0 = whole models)", c.ChunkBytes)
+	}
+	if c.SilenceMs < 0 {
+		return cfgErr("SilenceMs", "%d, must be >= 0 (0 = no silence check)", c.SilenceMs)
 	}
 	if c.RetryMs < 0 {
 		return cfgErr("RetryMs", "%d, must be >= 0 (0 = RoundTimeoutMs/10)", c.RetryMs)

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 
+	"github.com/fedrank/fedrank/storage"
 	"github.com/fedrank/fedrank/wire"
 )
 
@@ -39,11 +40,36 @@ func (TimerFired) isEvent() {}
 func (TrainDone) isEvent()  {}
 
 // Action is an output of Machine.Step, to be carried out by the driver in order:
-// Send, Broadcast, SetTimer, CancelTimer, Train, RoundClosed or Done.
+// Persist, Send, Broadcast, SetTimer, CancelTimer, Train, RoundClosed, Silent
+// or Done.
 //
 // Messages and byte slices in actions are shared with the machine and must not
 // be modified by the driver.
 type Action interface{ isAction() }
+
+// Persist names state that must be durable before the driver carries out any
+// action that follows it in the same batch: raft's rule, that what a message
+// promises is on disk before the message leaves. Exactly one field is set. A
+// driver without a store (the simulator's peers keep their state in memory)
+// may skip it; a driver with one must stop, not go on, if the write fails.
+// Restore rebuilds a machine from what was persisted.
+type Persist struct {
+	// Open: the aggregator opened round 1 (later rounds open in a Commit).
+	Open *storage.OpenRound
+	// Update: the aggregator accepted an update; written before its ack and
+	// before it can close the round.
+	Update *storage.Update
+	// Commit: the aggregator closed a round: its result, the new global model
+	// and the next open round, in one transaction.
+	Commit *storage.Commit
+	// Trainer: a trainer's state in its round (selected, its unacknowledged
+	// update before it is sent, acknowledged).
+	Trainer *storage.TrainerRound
+	// Result: a trainer heard a round's result.
+	Result *storage.Result
+	// Model: a global model a trainer received and verified (by its hash).
+	Model []byte
+}
 
 // Send delivers a message to one peer.
 type Send struct {
@@ -95,12 +121,19 @@ type RoundClosed struct {
 	ClosedMs  int64
 }
 
+// Silent reports that a trainer has heard nothing from the aggregator since
+// SinceMs (Config.SilenceMs ago). It is reported once per silence; Status
+// shows it until the aggregator is heard again.
+type Silent struct{ SinceMs int64 }
+
 // Done reports that the machine has nothing more to do: the aggregator ran
 // Config.Rounds rounds, a trainer saw the last round's result, or (Err != nil)
 // the aggregator hit an error it cannot recover from (its aggregation strategy
 // failed); the driver should stop the run and report Err.
 type Done struct{ Err error }
 
+func (Persist) isAction()     {}
+func (Silent) isAction()      {}
 func (Send) isAction()        {}
 func (Broadcast) isAction()   {}
 func (SetTimer) isAction()    {}
@@ -123,6 +156,9 @@ const (
 	// TimerAnnounce resends the aggregator's RoundStart to the selected trainers
 	// it has not heard from (the broadcast may not have reached them).
 	TimerAnnounce
+	// TimerSilence fires when a trainer has heard nothing from the aggregator
+	// for Config.SilenceMs (its Round is 0).
+	TimerSilence
 )
 
 func (k TimerKind) String() string {
@@ -135,6 +171,8 @@ func (k TimerKind) String() string {
 		return "update-retry"
 	case TimerAnnounce:
 		return "announce"
+	case TimerSilence:
+		return "silence"
 	default:
 		return fmt.Sprintf("TimerKind(%d)", int(k))
 	}
@@ -160,6 +198,7 @@ const (
 	RejectWrongModel      Reason = "wrong-model"      // trained from another model than the round's
 	RejectOversized       Reason = "oversized"        // payload longer than Config.MaxUpdateBytes
 	RejectBadSamples      Reason = "bad-samples"      // samples <= 0
+	RejectBadSignature    Reason = "bad-signature"    // the signature does not verify against the sender's key
 	RejectDuplicate       Reason = "duplicate"        // a second, different update of the same peer and round
 	RejectInvalidPayload  Reason = "invalid-payload"  // the aggregation strategy refused the payload
 )

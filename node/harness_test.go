@@ -162,6 +162,7 @@ func (c *cluster) apply(id PeerID, acts []Action) {
 			c.trains[id] = a
 		case RoundClosed:
 			c.closed = append(c.closed, a)
+		case Persist, Silent:
 		case Done:
 			c.done[id] = a
 			if id == aggr {

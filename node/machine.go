@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"slices"
 
 	"github.com/fedrank/fedrank/wire"
@@ -61,7 +62,10 @@ type Status struct {
 	Selected  []PeerID // aggregator: selected in the open round
 	Accepted  int      // aggregator: updates accepted in the open round
 	Rejected  int      // aggregator: updates rejected in the open round
-	Counters  Counters
+	// SilentSinceMs is when a trainer last heard the aggregator, if it has
+	// been silent for Config.SilenceMs or more (0 otherwise).
+	SilentSinceMs int64
+	Counters      Counters
 }
 
 // New validates cfg and returns a machine. For the aggregator role it builds
@@ -109,6 +113,9 @@ func (m *Machine) Status() Status {
 	}
 	if t := m.tr; t != nil {
 		s.Round, s.ModelHash = t.round, slices.Clone(t.modelHash)
+		if t.silentMs > 0 {
+			s.SilentSinceMs = t.heardMs
+		}
 	}
 	return s
 }
@@ -145,3 +152,21 @@ func (m *Machine) msg(body any) *wire.Envelope {
 }
 
 func equalHash(a, b []byte) bool { return len(a) > 0 && bytes.Equal(a, b) }
+
+// SignedUpdate is what a trainer signs for an update and the aggregator
+// verifies: a domain tag, then the federation id, the round, the hash of the
+// model the update was trained from and the hash of its payload, each
+// length-prefixed, so that no two different tuples give the same bytes. A
+// signature binds the update to its federation and round: it cannot be
+// replayed elsewhere.
+func SignedUpdate(federation string, round uint64, modelHash, payloadHash []byte) []byte {
+	b := make([]byte, 0, 32+len(federation)+len(modelHash)+len(payloadHash))
+	b = append(b, "fedrank/update/v1\x00"...)
+	b = binary.AppendUvarint(b, uint64(len(federation)))
+	b = append(b, federation...)
+	b = binary.BigEndian.AppendUint64(b, round)
+	b = binary.AppendUvarint(b, uint64(len(modelHash)))
+	b = append(b, modelHash...)
+	b = binary.AppendUvarint(b, uint64(len(payloadHash)))
+	return append(b, payloadHash...)
+}

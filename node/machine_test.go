@@ -85,7 +85,7 @@ func startAggregator(t *testing.T, edit func(*Config)) (*Machine, *wire.RoundSta
 	if err != nil {
 		t.Fatal(err)
 	}
-	acts := m.Step(0, Start{})
+	acts := m.step(0, Start{})
 	if len(acts) != 3 {
 		t.Fatalf("Start: %d actions, want broadcast + deadline + announce timer: %v", len(acts), acts)
 	}
@@ -141,7 +141,7 @@ func TestUpdateRejections(t *testing.T) {
 		{"negative samples", "peer-00", func(h []byte) *wire.Envelope { return updateMsg(fed, 1, h, good, -5) }, nil, RejectBadSamples},
 		{"duplicate", "peer-00", func(h []byte) *wire.Envelope { return updateMsg(fed, 1, h, enc(2), 1) },
 			func(t *testing.T, m *Machine, h []byte) {
-				if ack := onlyAck(t, m.Step(1, Recv{From: "peer-00", Msg: updateMsg(fed, 1, h, good, 1)}), "peer-00"); !ack.Accepted {
+				if ack := onlyAck(t, m.step(1, Recv{From: "peer-00", Msg: updateMsg(fed, 1, h, good, 1)}), "peer-00"); !ack.Accepted {
 					t.Fatalf("first update rejected: %v", ack)
 				}
 			}, RejectDuplicate},
@@ -159,7 +159,7 @@ func TestUpdateRejections(t *testing.T) {
 				tc.before(t, m, h)
 			}
 			before := m.Status()
-			ack := onlyAck(t, m.Step(2, Recv{From: tc.from, Msg: tc.msg(h)}), tc.from)
+			ack := onlyAck(t, m.step(2, Recv{From: tc.from, Msg: tc.msg(h)}), tc.from)
 			if ack.Accepted || ack.Reason != string(tc.want) {
 				t.Fatalf("ack = %v, want rejected with %q", ack, tc.want)
 			}
@@ -175,7 +175,7 @@ func TestResentUpdateIsAcknowledgedOnce(t *testing.T) {
 	m, rs := startAggregator(t, nil)
 	u := updateMsg(fed, 1, rs.GetModelHash(), enc(5), 3)
 	for i := 0; i < 3; i++ {
-		if ack := onlyAck(t, m.Step(int64(i), Recv{From: "peer-01", Msg: u}), "peer-01"); !ack.Accepted {
+		if ack := onlyAck(t, m.step(int64(i), Recv{From: "peer-01", Msg: u}), "peer-01"); !ack.Accepted {
 			t.Fatalf("send %d: %v", i, ack)
 		}
 	}
@@ -188,17 +188,17 @@ func TestResendAfterCloseIsAcknowledged(t *testing.T) {
 	m, rs := startAggregator(t, nil)
 	h := rs.GetModelHash()
 	for _, p := range []PeerID{"peer-00", "peer-01", "peer-02"} {
-		m.Step(1, Recv{From: p, Msg: updateMsg(fed, 1, h, enc(1), 1)})
+		m.step(1, Recv{From: p, Msg: updateMsg(fed, 1, h, enc(1), 1)})
 	}
 	if st := m.Status(); st.Round != 2 {
 		t.Fatalf("round 1 not closed: %+v", st)
 	}
 	// peer-01's ack was lost: it resends after the round closed.
-	if ack := onlyAck(t, m.Step(2, Recv{From: "peer-01", Msg: updateMsg(fed, 1, h, enc(1), 1)}), "peer-01"); !ack.Accepted || ack.Round != 1 {
+	if ack := onlyAck(t, m.step(2, Recv{From: "peer-01", Msg: updateMsg(fed, 1, h, enc(1), 1)}), "peer-01"); !ack.Accepted || ack.Round != 1 {
 		t.Fatalf("resend after close: %v", ack)
 	}
 	// A different payload for the closed round is still a stale update.
-	if ack := onlyAck(t, m.Step(2, Recv{From: "peer-01", Msg: updateMsg(fed, 1, h, enc(2), 1)}), "peer-01"); ack.Accepted || ack.Reason != string(RejectWrongRound) {
+	if ack := onlyAck(t, m.step(2, Recv{From: "peer-01", Msg: updateMsg(fed, 1, h, enc(2), 1)}), "peer-01"); ack.Accepted || ack.Reason != string(RejectWrongRound) {
 		t.Fatalf("other payload after close: %v", ack)
 	}
 	if st := m.Status(); st.Rejected != 1 || st.Counters.Resends != 1 {
@@ -384,7 +384,7 @@ func modelResponse(hash, model []byte) *wire.Envelope {
 func TestTrainerPullsModelByHash(t *testing.T) {
 	model := enc(100)
 	m, rs := trainerUnderTest(t, model, "peer-00", "peer-01")
-	acts := m.Step(0, Recv{From: aggr, Msg: rs})
+	acts := m.step(0, Recv{From: aggr, Msg: rs})
 	if len(acts) != 2 {
 		t.Fatalf("RoundStart: %v, want ModelRequest + retry timer", acts)
 	}
@@ -401,7 +401,7 @@ func TestTrainerPullsModelByHash(t *testing.T) {
 		modelResponse(Hash(enc(666)), model),
 		modelResponse(Hash(make([]byte, 65)), make([]byte, 65)),
 	} {
-		if acts := m.Step(10, Recv{From: aggr, Msg: resp}); len(acts) != 0 {
+		if acts := m.step(10, Recv{From: aggr, Msg: resp}); len(acts) != 0 {
 			t.Fatalf("bad response %d accepted: %v", i, acts)
 		}
 	}
@@ -409,21 +409,21 @@ func TestTrainerPullsModelByHash(t *testing.T) {
 		t.Fatalf("BadModels = %d, want 3", got)
 	}
 	// A valid model that is not the round's: ignored.
-	if acts := m.Step(10, Recv{From: aggr, Msg: modelResponse(Hash(enc(5)), enc(5))}); len(acts) != 0 {
+	if acts := m.step(10, Recv{From: aggr, Msg: modelResponse(Hash(enc(5)), enc(5))}); len(acts) != 0 {
 		t.Fatalf("unwanted model accepted: %v", acts)
 	}
 	// From someone else than the aggregator: ignored, even if correct.
-	if acts := m.Step(10, Recv{From: "peer-00", Msg: modelResponse(Hash(model), model)}); len(acts) != 0 {
+	if acts := m.step(10, Recv{From: "peer-00", Msg: modelResponse(Hash(model), model)}); len(acts) != 0 {
 		t.Fatalf("model from a non-aggregator accepted: %v", acts)
 	}
 
 	// The retry timer resends the request, with a doubled delay.
-	acts = m.Step(100, TimerFired{ID: TimerID{TimerModelRetry, 1}})
+	acts = m.step(100, TimerFired{ID: TimerID{TimerModelRetry, 1}})
 	if len(acts) != 2 || acts[0].(Send).Msg.GetModelRequest() == nil || acts[1].(SetTimer).AtMs != 300 {
 		t.Fatalf("retry: %v", acts)
 	}
 
-	acts = m.Step(150, Recv{From: aggr, Msg: modelResponse(Hash(model), model)})
+	acts = m.step(150, Recv{From: aggr, Msg: modelResponse(Hash(model), model)})
 	if len(acts) != 2 || acts[0] != (CancelTimer{ID: TimerID{TimerModelRetry, 1}}) {
 		t.Fatalf("good response: %v", acts)
 	}
@@ -433,7 +433,7 @@ func TestTrainerPullsModelByHash(t *testing.T) {
 	}
 
 	// Training done: the update goes to the aggregator, with a resend timer.
-	acts = m.Step(200, TrainDone{Round: 1, ModelHash: tr.ModelHash, Payload: enc(7), Samples: 12})
+	acts = m.step(200, TrainDone{Round: 1, ModelHash: tr.ModelHash, Payload: enc(7), Samples: 12})
 	if len(acts) != 2 {
 		t.Fatalf("TrainDone: %v", acts)
 	}
@@ -442,7 +442,7 @@ func TestTrainerPullsModelByHash(t *testing.T) {
 		t.Fatalf("update %v", u)
 	}
 	ack := &wire.Envelope{Federation: fed, Body: &wire.Envelope_UpdateAck{UpdateAck: &wire.UpdateAck{Round: 1, Accepted: true}}}
-	if acts := m.Step(210, Recv{From: aggr, Msg: ack}); len(acts) != 1 || acts[0] != (CancelTimer{ID: TimerID{TimerUpdateRetry, 1}}) {
+	if acts := m.step(210, Recv{From: aggr, Msg: ack}); len(acts) != 1 || acts[0] != (CancelTimer{ID: TimerID{TimerUpdateRetry, 1}}) {
 		t.Fatalf("ack: %v", acts)
 	}
 	if st := m.Status(); st.Counters.Acked != 1 || !bytes.Equal(st.ModelHash, Hash(model)) {
@@ -454,27 +454,27 @@ func TestTrainerIgnores(t *testing.T) {
 	model := enc(100)
 	t.Run("RoundStart from a non-aggregator", func(t *testing.T) {
 		m, rs := trainerUnderTest(t, model, "peer-01")
-		if acts := m.Step(0, Recv{From: "peer-00", Msg: rs}); len(acts) != 0 {
+		if acts := m.step(0, Recv{From: "peer-00", Msg: rs}); len(acts) != 0 {
 			t.Fatalf("%v", acts)
 		}
 	})
 	t.Run("RoundStart of another federation", func(t *testing.T) {
 		m, rs := trainerUnderTest(t, model, "peer-01")
 		rs.Federation = "other"
-		if acts := m.Step(0, Recv{From: aggr, Msg: rs}); len(acts) != 0 {
+		if acts := m.step(0, Recv{From: aggr, Msg: rs}); len(acts) != 0 {
 			t.Fatalf("%v", acts)
 		}
 	})
 	t.Run("not selected", func(t *testing.T) {
 		m, rs := trainerUnderTest(t, model, "peer-00")
-		if acts := m.Step(0, Recv{From: aggr, Msg: rs}); len(acts) != 0 {
+		if acts := m.step(0, Recv{From: aggr, Msg: rs}); len(acts) != 0 {
 			t.Fatalf("%v", acts)
 		}
 	})
 	t.Run("repeated RoundStart", func(t *testing.T) {
 		m, rs := trainerUnderTest(t, model, "peer-01")
-		m.Step(0, Recv{From: aggr, Msg: rs})
-		if acts := m.Step(1, Recv{From: aggr, Msg: rs}); len(acts) != 0 {
+		m.step(0, Recv{From: aggr, Msg: rs})
+		if acts := m.step(1, Recv{From: aggr, Msg: rs}); len(acts) != 0 {
 			t.Fatalf("%v", acts)
 		}
 	})
@@ -486,20 +486,20 @@ func TestTrainerIgnores(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, rs := trainerUnderTest(t, model, "peer-01")
-		acts := m.Step(0, Recv{From: aggr, Msg: rs})
+		acts := m.step(0, Recv{From: aggr, Msg: rs})
 		if len(acts) != 1 {
 			t.Fatalf("RoundStart with the model held: %v, want Train", acts)
 		}
 		tr := acts[0].(Train)
 		rs2 := &wire.Envelope{Federation: fed, Body: &wire.Envelope_RoundStart{RoundStart: &wire.RoundStart{
 			Round: 2, ModelHash: Hash(model), Selected: []PeerID{"peer-01"}, DeadlineMs: 2000}}}
-		if acts := m.Step(1000, Recv{From: aggr, Msg: rs2}); len(acts) != 1 {
+		if acts := m.step(1000, Recv{From: aggr, Msg: rs2}); len(acts) != 1 {
 			t.Fatalf("round 2: %v", acts)
 		}
-		if acts := m.Step(1100, TrainDone{Round: tr.Round, ModelHash: tr.ModelHash, Payload: enc(1), Samples: 1}); len(acts) != 0 {
+		if acts := m.step(1100, TrainDone{Round: tr.Round, ModelHash: tr.ModelHash, Payload: enc(1), Samples: 1}); len(acts) != 0 {
 			t.Fatalf("stale TrainDone sent: %v", acts)
 		}
-		if acts := m.Step(1200, TrainDone{Round: 2, ModelHash: tr.ModelHash, Err: errTrain}); len(acts) != 0 {
+		if acts := m.step(1200, TrainDone{Round: 2, ModelHash: tr.ModelHash, Err: errTrain}); len(acts) != 0 {
 			t.Fatalf("failed TrainDone sent: %v", acts)
 		}
 		if st := m.Status(); st.Counters.Stale != 1 || st.Counters.TrainErrors != 1 {
@@ -508,8 +508,8 @@ func TestTrainerIgnores(t *testing.T) {
 	})
 	t.Run("retries stop at the deadline", func(t *testing.T) {
 		m, rs := trainerUnderTest(t, model, "peer-01")
-		m.Step(0, Recv{From: aggr, Msg: rs})
-		if acts := m.Step(1000, TimerFired{ID: TimerID{TimerModelRetry, 1}}); len(acts) != 0 {
+		m.step(0, Recv{From: aggr, Msg: rs})
+		if acts := m.step(1000, TimerFired{ID: TimerID{TimerModelRetry, 1}}); len(acts) != 0 {
 			t.Fatalf("resent after the deadline: %v", acts)
 		}
 	})
@@ -520,25 +520,25 @@ func TestModelRequests(t *testing.T) {
 	req := func(h []byte) *wire.Envelope {
 		return &wire.Envelope{Federation: fed, Body: &wire.Envelope_ModelRequest{ModelRequest: &wire.ModelRequest{ModelHash: h}}}
 	}
-	acts := m.Step(1, Recv{From: "peer-04", Msg: req(rs.GetModelHash())})
+	acts := m.step(1, Recv{From: "peer-04", Msg: req(rs.GetModelHash())})
 	if len(acts) != 1 || !bytes.Equal(acts[0].(Send).Msg.GetModelResponse().GetModel(), enc(100)) {
 		t.Fatalf("request for the current model: %v", acts)
 	}
-	if acts := m.Step(1, Recv{From: "peer-04", Msg: req(Hash([]byte("unknown")))}); len(acts) != 0 {
+	if acts := m.step(1, Recv{From: "peer-04", Msg: req(Hash([]byte("unknown")))}); len(acts) != 0 {
 		t.Fatalf("request for an unknown model: %v", acts)
 	}
-	if acts := m.Step(1, Recv{From: "mallory", Msg: req(rs.GetModelHash())}); len(acts) != 0 {
+	if acts := m.step(1, Recv{From: "mallory", Msg: req(rs.GetModelHash())}); len(acts) != 0 {
 		t.Fatalf("request from a non-member: %v", acts)
 	}
 	// After round 1 closes, its model is still served (late trainers), and the new one too.
 	for _, p := range []PeerID{"peer-00", "peer-01", "peer-02"} {
-		m.Step(2, Recv{From: p, Msg: updateMsg(fed, 1, rs.GetModelHash(), enc(1), 1)})
+		m.step(2, Recv{From: p, Msg: updateMsg(fed, 1, rs.GetModelHash(), enc(1), 1)})
 	}
 	if st := m.Status(); st.Round != 2 {
 		t.Fatalf("round 1 did not close at quorum: %+v", st)
 	}
 	for _, h := range [][]byte{rs.GetModelHash(), Hash(enc(103))} {
-		if acts := m.Step(3, Recv{From: "peer-04", Msg: req(h)}); len(acts) != 1 {
+		if acts := m.step(3, Recv{From: "peer-04", Msg: req(h)}); len(acts) != 1 {
 			t.Fatalf("request for %x after round 1: %v", h, acts)
 		}
 	}
@@ -547,10 +547,10 @@ func TestModelRequests(t *testing.T) {
 func TestSilentPeersAreAnnouncedAgain(t *testing.T) {
 	m, rs := startAggregator(t, nil)
 	// peer-00 asks for the model, peer-01 sends its update; peer-02 stays silent.
-	m.Step(10, Recv{From: "peer-00", Msg: &wire.Envelope{Federation: fed, Body: &wire.Envelope_ModelRequest{
+	m.step(10, Recv{From: "peer-00", Msg: &wire.Envelope{Federation: fed, Body: &wire.Envelope_ModelRequest{
 		ModelRequest: &wire.ModelRequest{ModelHash: rs.GetModelHash()}}}})
-	m.Step(20, Recv{From: "peer-01", Msg: updateMsg(fed, 1, rs.GetModelHash(), enc(1), 1)})
-	acts := m.Step(100, TimerFired{ID: TimerID{TimerAnnounce, 1}})
+	m.step(20, Recv{From: "peer-01", Msg: updateMsg(fed, 1, rs.GetModelHash(), enc(1), 1)})
+	acts := m.step(100, TimerFired{ID: TimerID{TimerAnnounce, 1}})
 	if len(acts) != 2 {
 		t.Fatalf("announce: %v, want one RoundStart and the next timer", acts)
 	}
@@ -561,13 +561,13 @@ func TestSilentPeersAreAnnouncedAgain(t *testing.T) {
 		t.Fatalf("announce: %#v, want the next one at 300 (doubled delay)", acts[1])
 	}
 	// Delays double until the next would pass the deadline (100, 200, 400, 800 > 1000).
-	if acts := m.Step(300, TimerFired{ID: TimerID{TimerAnnounce, 1}}); len(acts) != 2 || acts[1].(SetTimer).AtMs != 700 {
+	if acts := m.step(300, TimerFired{ID: TimerID{TimerAnnounce, 1}}); len(acts) != 2 || acts[1].(SetTimer).AtMs != 700 {
 		t.Fatalf("second announce: %v", acts)
 	}
-	if acts := m.Step(700, TimerFired{ID: TimerID{TimerAnnounce, 1}}); len(acts) != 1 {
+	if acts := m.step(700, TimerFired{ID: TimerID{TimerAnnounce, 1}}); len(acts) != 1 {
 		t.Fatalf("third announce: %v, want the RoundStart and no further timer", acts)
 	}
-	if acts := m.Step(900, TimerFired{ID: TimerID{TimerAnnounce, 1}}); len(acts) != 0 {
+	if acts := m.step(900, TimerFired{ID: TimerID{TimerAnnounce, 1}}); len(acts) != 0 {
 		t.Fatalf("announce after the last: %v", acts)
 	}
 }
@@ -680,7 +680,7 @@ func TestBadSelectStopsTheRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		acts := m.Step(0, Start{})
+		acts := m.step(0, Start{})
 		if d, ok := acts[len(acts)-1].(Done); !ok || d.Err == nil || !strings.Contains(d.Err.Error(), "Config.Select") {
 			t.Errorf("%s: %v, want Done with an error naming Config.Select", name, acts)
 		}
@@ -692,11 +692,24 @@ func TestFailingStrategyStopsTheRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acts := m.Step(0, Start{})
+	acts := m.step(0, Start{})
 	if d, ok := acts[len(acts)-1].(Done); !ok || d.Err == nil || !strings.Contains(d.Err.Error(), "Begin") {
 		t.Fatalf("%v, want Done with the Begin error", acts)
 	}
 	if !m.Status().Done {
 		t.Fatal("machine not done")
 	}
+}
+
+// step is Step without the Persist actions: the tests in this file check
+// the protocol's messages and timers; persist_test.go checks what is
+// persisted and when.
+func (m *Machine) step(now int64, ev Event) []Action {
+	var out []Action
+	for _, a := range m.Step(now, ev) {
+		if _, ok := a.(Persist); !ok {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/fedrank/fedrank/aggregate"
+	"github.com/fedrank/fedrank/storage"
 	"github.com/fedrank/fedrank/wire"
 )
 
@@ -26,7 +27,12 @@ import (
 // and review the diff. Commands:
 //
 //	federation peers=N per-round=K quorum=Q min-updates=M rounds=R timeout=MS retry=MS seed=S
+//	           [chunk=BYTES] [silence=MS]
 //	start                      the aggregator opens round 1
+//	start-trainers             Start every trainer (arms their silence timers)
+//	crash PEER                 PEER loses its memory (machine, timers, training);
+//	                           messages to it are lost until it restarts
+//	restart PEER               Restore PEER from what it persisted, then Start it
 //	deliver [drop=(a,b)] [kinds=(update,...)]
 //	                           deliver the messages in flight now (messages they
 //	                           cause wait for the next deliver); drop= loses those
@@ -130,6 +136,82 @@ type traceEnv struct {
 	queue  []msgInFlight
 	timers map[PeerID]map[TimerID]int64
 	trains map[PeerID]Train
+	cfgs   map[PeerID]Config
+	disks  map[PeerID]*memDisk
+	down   map[PeerID]bool
+	// crashAtCommit names a peer that crashes instead of persisting a Commit.
+	crashAtCommit PeerID
+}
+
+// memDisk is what a peer persisted, applied as storage.Store applies it.
+type memDisk struct {
+	open    *storage.OpenRound
+	last    *storage.Result
+	updates []storage.Update
+	models  map[string][]byte
+	trainer *storage.TrainerRound
+}
+
+func (d *memDisk) model(h []byte) []byte { return d.models[string(h)] }
+
+// persist applies p to id's disk and describes it.
+func (e *traceEnv) persist(id PeerID, p Persist) string {
+	d := e.disks[id]
+	switch {
+	case p.Open != nil:
+		o := *p.Open
+		d.open = &o
+		return fmt.Sprintf("open round %d model %s deadline %d", o.Round, short(o.ModelHash), o.DeadlineMs)
+	case p.Update != nil:
+		d.updates = append(d.updates, *p.Update)
+		return fmt.Sprintf("update round %d seq %d from %s payload %s", p.Update.Round, p.Update.Seq, p.Update.From, short(p.Update.Hash))
+	case p.Commit != nil:
+		c := p.Commit
+		if c.Model != nil {
+			d.models[string(Hash(c.Model))] = c.Model
+		}
+		r := c.Result
+		d.last, d.open, d.updates = &r, c.Next, nil
+		next := "none"
+		if c.Next != nil {
+			next = fmt.Sprintf("round %d deadline %d", c.Next.Round, c.Next.DeadlineMs)
+		}
+		return fmt.Sprintf("commit round %d model %s updates %d rejected %v; open %s", r.Round, short(r.ModelHash), len(r.UpdateHashes), r.Rejected, next)
+	case p.Trainer != nil:
+		tr := *p.Trainer
+		d.trainer = &tr
+		pending := "-"
+		if tr.Pending != nil {
+			pending = short(tr.Pending.Hash)
+		}
+		return fmt.Sprintf("trainer round %d selected=%v pending %s acked=%v", tr.Round, tr.Selected, pending, tr.Acked)
+	case p.Result != nil:
+		return fmt.Sprintf("result round %d model %s", p.Result.Round, short(p.Result.ModelHash))
+	case p.Model != nil:
+		d.models[string(Hash(p.Model))] = p.Model
+		return fmt.Sprintf("model %s", short(Hash(p.Model)))
+	}
+	e.t.Fatalf("%s: empty Persist", id)
+	return ""
+}
+
+// recovered is what Restore gets from id's disk.
+func (e *traceEnv) recovered(id PeerID) Recovered {
+	d := e.disks[id]
+	rec := Recovered{Open: d.open, Last: d.last, Updates: d.updates, Trainer: d.trainer}
+	switch {
+	case d.open != nil:
+		rec.Model, rec.PrevModel = d.model(d.open.ModelHash), d.model(d.open.PrevModelHash)
+	case d.last != nil:
+		rec.Model = d.model(d.last.ModelHash)
+	}
+	if id == aggr && rec.Model == nil && rec.Open != nil && len(rec.Open.PrevModelHash) == 0 {
+		rec.Model = e.cfgs[id].InitialModel // round 1's model is the genesis model
+	}
+	if d.trainer != nil {
+		rec.TrainerModel = d.model(d.trainer.ModelHash)
+	}
+	return rec
 }
 
 func (e *traceEnv) printf(format string, args ...any) { fmt.Fprintf(&e.out, format, args...) }
@@ -170,7 +252,10 @@ func (e *traceEnv) run(cmd string) {
 			NewAggregator: func() (aggregate.Aggregator, error) { return &sumAgg{}, nil },
 			InitialModel:  enc(100),
 		}
+		cfg.ChunkBytes = int(num("chunk", 0))
+		cfg.SilenceMs = num("silence", 0)
 		e.m, e.timers, e.trains, e.queue, e.now = map[PeerID]*Machine{}, map[PeerID]map[TimerID]int64{}, map[PeerID]Train{}, nil, 0
+		e.cfgs, e.disks, e.down = map[PeerID]Config{}, map[PeerID]*memDisk{}, map[PeerID]bool{}
 		e.ids = append([]PeerID{aggr}, cfg.Members...)
 		for _, id := range e.ids {
 			c := trainerConfig(cfg, id)
@@ -181,13 +266,39 @@ func (e *traceEnv) run(cmd string) {
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			e.m[id] = m
+			e.m[id], e.cfgs[id], e.disks[id] = m, c, &memDisk{models: map[string][]byte{}}
 		}
 		e.printf("%d trainers, model %s = %d\n", n, short(Hash(cfg.InitialModel)), 100)
 	case "start":
 		e.step(aggr, Start{}, "")
+	case "start-trainers":
+		for _, id := range e.ids[1:] {
+			e.step(id, Start{}, fmt.Sprintf("%s: start", id))
+		}
+	case "crash":
+		// The peer loses its memory: machine, timers, training in progress.
+		id := fields[1]
+		e.down[id] = true
+		delete(e.timers, id)
+		delete(e.trains, id)
+		e.printf("%s crashed\n", id)
+	case "restart":
+		id := fields[1]
+		m, err := Restore(e.cfgs[id], e.recovered(id))
+		if err != nil {
+			e.printf("%s: restore: %v\n", id, err)
+			return
+		}
+		e.m[id], e.down[id] = m, false
+		e.step(id, Start{}, fmt.Sprintf("%s restarted from its store", id))
 	case "deliver":
 		e.deliver(list("drop"), list("kinds"))
+	case "deliver-crash-at-commit":
+		// Deliver; the peer named crashes in the step that would commit a
+		// round, after the actions before the commit and before the rest.
+		e.crashAtCommit = fields[1]
+		e.deliver(nil, nil)
+		e.crashAtCommit = ""
 	case "train":
 		e.train(list("garbage"), list("fail"))
 	case "tick":
@@ -253,7 +364,7 @@ func (e *traceEnv) deliver(drop, kinds []string) {
 			e.queue = append(e.queue, f)
 			continue
 		}
-		if slices.Contains(drop, f.from) || slices.Contains(drop, f.to) {
+		if slices.Contains(drop, f.from) || slices.Contains(drop, f.to) || e.down[f.to] {
 			e.printf("%s -x %s: %s\n", f.from, f.to, describe(f.msg))
 			continue
 		}
@@ -295,6 +406,13 @@ func (e *traceEnv) step(id PeerID, ev Event, header string) {
 		indent = "  "
 	}
 	for _, a := range acts {
+		if p, ok := a.(Persist); ok && p.Commit != nil && id == e.crashAtCommit {
+			e.down[id] = true
+			delete(e.timers, id)
+			delete(e.trains, id)
+			e.printf("%s%s crashed before the commit of round %d\n", indent, id, p.Commit.Result.Round)
+			return
+		}
 		e.printf("%s%s\n", indent, e.apply(id, a))
 	}
 }
@@ -329,6 +447,10 @@ func (e *traceEnv) apply(id PeerID, a Action) string {
 		}
 		return fmt.Sprintf("%s: round %d closed (%s) advanced=%v model %s = %d accepted=%v rejected=%v",
 			id, a.Round, a.Reason, a.Advanced, short(a.ModelHash), v, a.AcceptedPeers, rej)
+	case Persist:
+		return fmt.Sprintf("%s: persist %s", id, e.persist(id, a))
+	case Silent:
+		return fmt.Sprintf("%s: silent since %d", id, a.SinceMs)
 	case Done:
 		if a.Err != nil {
 			return fmt.Sprintf("%s: done: %v", id, a.Err)
@@ -365,9 +487,15 @@ func describe(m *wire.Envelope) string {
 		r := b.RoundStart
 		return fmt.Sprintf("round_start round=%d model=%s selected=%v deadline=%d", r.GetRound(), short(r.GetModelHash()), r.GetSelected(), r.GetDeadlineMs())
 	case *wire.Envelope_ModelRequest:
+		if off := b.ModelRequest.GetOffset(); off > 0 {
+			return fmt.Sprintf("model_request model=%s offset=%d", short(b.ModelRequest.GetModelHash()), off)
+		}
 		return fmt.Sprintf("model_request model=%s", short(b.ModelRequest.GetModelHash()))
 	case *wire.Envelope_ModelResponse:
 		r := b.ModelResponse
+		if r.GetOffset() > 0 || r.GetTotalSize() != uint64(len(r.GetModel())) {
+			return fmt.Sprintf("model_response model=%s offset=%d of %d bytes=%x", short(r.GetModelHash()), r.GetOffset(), r.GetTotalSize(), r.GetModel())
+		}
 		return fmt.Sprintf("model_response model=%s bytes=%x", short(r.GetModelHash()), r.GetModel())
 	case *wire.Envelope_Update:
 		u := b.Update

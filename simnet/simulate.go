@@ -501,6 +501,9 @@ func (s *sim) apply(i int, acts []node.Action) error {
 			s.train(i, a)
 		case node.RoundClosed:
 			s.roundClosed(a)
+		case node.Persist, node.Silent:
+			// Simulated peers keep their state in memory (a crashed trainer
+			// restarts empty) and their silence shows in the trace only.
 		case node.Done:
 			if i == 0 {
 				s.done, s.err = true, a.Err

@@ -271,12 +271,17 @@ func (x *RoundStart) GetDeadlineMs() int64 {
 	return 0
 }
 
-// ModelRequest asks the aggregator for a global model by its hash.
+// ModelRequest asks the aggregator for a global model by its hash, or for
+// the part of it from offset on: a model larger than the aggregator's chunk
+// size travels in several responses, and a transfer that was interrupted
+// resumes where it stopped.
 type ModelRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// model_hash is the SHA-256 of the wanted model (the current round's, or the
 	// previous round's).
-	ModelHash     []byte `protobuf:"bytes,1,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	ModelHash []byte `protobuf:"bytes,1,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	// offset is the first byte wanted (0 for the whole model).
+	Offset        uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -318,6 +323,13 @@ func (x *ModelRequest) GetModelHash() []byte {
 	return nil
 }
 
+func (x *ModelRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 // ModelResponse answers a ModelRequest. The receiver recomputes the hash of
 // model and drops the response if it differs from model_hash.
 type ModelResponse struct {
@@ -325,8 +337,13 @@ type ModelResponse struct {
 	// model_hash is the hash that was asked for.
 	ModelHash []byte `protobuf:"bytes,1,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
 	// model is the encoded global model (the task's format, e.g. a safetensors
-	// file).
-	Model         []byte `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// file), or the chunk of it that starts at offset.
+	Model []byte `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// offset is where model starts in the whole model (the request's offset).
+	Offset uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// total_size is the length of the whole model; the receiver refuses a model
+	// larger than its limit before it asks for more.
+	TotalSize     uint64 `protobuf:"varint,4,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -375,6 +392,20 @@ func (x *ModelResponse) GetModel() []byte {
 	return nil
 }
 
+func (x *ModelResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ModelResponse) GetTotalSize() uint64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
+}
+
 // Update is a selected trainer's contribution to a round, sent to the
 // aggregator.
 type Update struct {
@@ -390,7 +421,12 @@ type Update struct {
 	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	// samples is the number of local training examples behind the update (> 0);
 	// weighting strategies (FedAvg) use it, the rank vote ignores it.
-	Samples       int64 `protobuf:"varint,4,opt,name=samples,proto3" json:"samples,omitempty"`
+	Samples int64 `protobuf:"varint,4,opt,name=samples,proto3" json:"samples,omitempty"`
+	// signature is the sender's signature (its libp2p key in the daemon) over
+	// node.SignedUpdate(federation, round, model_hash, SHA-256 of payload), so
+	// that anyone holding the update can check who sent it. Empty when the
+	// federation does not sign.
+	Signature     []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -451,6 +487,13 @@ func (x *Update) GetSamples() int64 {
 		return x.Samples
 	}
 	return 0
+}
+
+func (x *Update) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 // UpdateAck is the aggregator's answer to an Update.
@@ -630,20 +673,25 @@ const file_fedrank_v1_fedrank_proto_rawDesc = "" +
 	"model_hash\x18\x02 \x01(\fR\tmodelHash\x12\x1a\n" +
 	"\bselected\x18\x03 \x03(\tR\bselected\x12\x1f\n" +
 	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
-	"deadlineMs\"-\n" +
+	"deadlineMs\"E\n" +
 	"\fModelRequest\x12\x1d\n" +
 	"\n" +
-	"model_hash\x18\x01 \x01(\fR\tmodelHash\"D\n" +
+	"model_hash\x18\x01 \x01(\fR\tmodelHash\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\"{\n" +
 	"\rModelResponse\x12\x1d\n" +
 	"\n" +
 	"model_hash\x18\x01 \x01(\fR\tmodelHash\x12\x14\n" +
-	"\x05model\x18\x02 \x01(\fR\x05model\"q\n" +
+	"\x05model\x18\x02 \x01(\fR\x05model\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x04 \x01(\x04R\ttotalSize\"\x8f\x01\n" +
 	"\x06Update\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1d\n" +
 	"\n" +
 	"model_hash\x18\x02 \x01(\fR\tmodelHash\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x18\n" +
-	"\asamples\x18\x04 \x01(\x03R\asamples\"U\n" +
+	"\asamples\x18\x04 \x01(\x03R\asamples\x12\x1c\n" +
+	"\tsignature\x18\x05 \x01(\fR\tsignature\"U\n" +
 	"\tUpdateAck\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1a\n" +
 	"\baccepted\x18\x02 \x01(\bR\baccepted\x12\x16\n" +
