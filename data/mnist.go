@@ -38,8 +38,8 @@ var mnistFiles = []string{trainImagesFile, trainLabelsFile, testImagesFile, test
 func LoadMNIST(dir string) (train, test *Set, err error) {
 	var wg sync.WaitGroup
 	var testErr error
-	wg.Go(func() { test, testErr = loadSet(dir, testImagesFile, testLabelsFile) })
-	train, err = loadSet(dir, trainImagesFile, trainLabelsFile)
+	wg.Go(func() { test, testErr = loadSet(dir, testImagesFile, testLabelsFile, false) })
+	train, err = loadSet(dir, trainImagesFile, trainLabelsFile, false)
 	wg.Wait()
 	if err = errors.Join(err, testErr); err != nil {
 		return nil, nil, err
@@ -47,8 +47,9 @@ func LoadMNIST(dir string) (train, test *Set, err error) {
 	return train, test, nil
 }
 
-// loadSet reads one image file and its label file from dir into a Set.
-func loadSet(dir, imagesName, labelsName string) (*Set, error) {
+// loadSet reads one image file and its label file from dir into a Set of
+// 28x28 images; an empty set is an error unless allowEmpty.
+func loadSet(dir, imagesName, labelsName string, allowEmpty bool) (*Set, error) {
 	var (
 		n, rows, cols int
 		pix           []uint8
@@ -63,7 +64,7 @@ func loadSet(dir, imagesName, labelsName string) (*Set, error) {
 	if rows != GoMNIST.Height || cols != GoMNIST.Width {
 		return nil, fmt.Errorf("data: %s: images are %dx%d, want %dx%d", imagesPath, rows, cols, GoMNIST.Height, GoMNIST.Width)
 	}
-	if n == 0 {
+	if n == 0 && !allowEmpty {
 		return nil, fmt.Errorf("data: %s: no images", imagesPath)
 	}
 	var labels []uint8

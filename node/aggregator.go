@@ -408,3 +408,12 @@ func (m *Machine) onModelRequest(from PeerID, fed string, req *wire.ModelRequest
 		ModelHash: hash, Model: chunk, Offset: off, TotalSize: uint64(len(model)),
 	})}}
 }
+
+// lastRejection is the open round's last rejected update, for the driver's
+// log line (nil if none).
+func (m *Machine) lastRejection() *Rejection {
+	if m.agg == nil || len(m.agg.rejected) == 0 {
+		return nil
+	}
+	return &m.agg.rejected[len(m.agg.rejected)-1]
+}

@@ -13,8 +13,6 @@ import (
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
 	"golang.org/x/image/math/fixed"
-
-	"github.com/fedrank/fedrank/simnet"
 )
 
 // Size of accuracy.png in pixels.
@@ -46,16 +44,16 @@ var face = basicfont.Face7x13
 
 // WritePNG draws the accuracy of every round as a line chart and writes it as
 // a ChartWidth x ChartHeight PNG.
-func WritePNG(w io.Writer, r *simnet.Report) error {
+func WritePNG(w io.Writer, r *Report) error {
 	return png.Encode(w, renderChart(r))
 }
 
-func renderChart(r *simnet.Report) *image.RGBA {
+func renderChart(r *Report) *image.RGBA {
 	img := image.NewRGBA(image.Rect(0, 0, ChartWidth, ChartHeight))
 	draw.Draw(img, img.Bounds(), image.NewUniform(colorBackground), image.Point{}, draw.Src)
 	plot := image.Rect(marginLeft, marginTop, ChartWidth-marginRight, ChartHeight-marginBottom)
 
-	agg := r.Config.Aggregator
+	agg := settingsOf(r).Aggregator
 	if agg == "" {
 		agg = "default aggregator"
 	}
@@ -63,7 +61,7 @@ func renderChart(r *simnet.Report) *image.RGBA {
 	drawText(img, fit(title, ChartWidth-20), ChartWidth/2, 22, colorText, alignCenter)
 	drawText(img, fit(subtitle(r), ChartWidth-20), ChartWidth/2, 42, colorSubtle, alignCenter)
 
-	var pts []simnet.RoundReport
+	var pts []RoundReport
 	for _, rr := range r.Rounds {
 		if !math.IsNaN(rr.Accuracy) && !math.IsInf(rr.Accuracy, 0) {
 			pts = append(pts, rr)
@@ -156,8 +154,8 @@ func renderChart(r *simnet.Report) *image.RGBA {
 	return img
 }
 
-func subtitle(r *simnet.Report) string {
-	c := r.Config
+func subtitle(r *Report) string {
+	c := settingsOf(r)
 	parts := []string{
 		fmt.Sprintf("%d peers", c.Peers),
 		fmt.Sprintf("%d per round", c.PerRound),
@@ -181,7 +179,7 @@ func subtitle(r *simnet.Report) string {
 // yRange is the accuracy axis: 0 to 1, zoomed in to the nearest tenth below
 // the lowest point when every round scored 0.5 or more, so that the late,
 // flat part of a learning curve stays readable.
-func yRange(pts []simnet.RoundReport) (lo, hi, step float64) {
+func yRange(pts []RoundReport) (lo, hi, step float64) {
 	lo, hi = 0, 1
 	if len(pts) > 0 {
 		minAcc, maxAcc := math.Inf(1), math.Inf(-1)

@@ -1,6 +1,8 @@
-// Package report writes the results of a simulated run in the forms of
-// DESIGN.md section 4: report.json, rounds.csv, accuracy.png, and the
-// human-readable summary that `node sim` prints.
+// Package report holds the vocabulary of a federated run's results (Report,
+// RoundReport, ModelInfo), shared by the simulator and the daemon, and writes
+// them in the forms of DESIGN.md section 4: report.json, rounds.csv,
+// accuracy.png, and the human-readable summary that `node sim` prints. It
+// knows neither driver: a run's config is whatever value the driver gives.
 package report
 
 import (
@@ -12,9 +14,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
-
-	"github.com/fedrank/fedrank/simnet"
 )
 
 // File names written by WriteDir.
@@ -25,8 +26,8 @@ const (
 )
 
 // CSVHeader is the header row of rounds.csv: the JSON names of
-// simnet.RoundReport's scalar fields, in order (the per-aggregator Metrics
-// map varies by aggregator and is in report.json only).
+// RoundReport's scalar fields, in order (the maps, RejectedByReason and the
+// per-aggregator Metrics, vary from run to run and are in report.json only).
 var CSVHeader = []string{
 	"round", "accuracy", "loss", "selected", "accepted", "rejected",
 	"bytes_up", "bytes_down", "sim_ms", "wall_ms", "model_hash",
@@ -35,13 +36,16 @@ var CSVHeader = []string{
 // WriteJSON writes r as indented JSON followed by a newline. JSON has no NaN
 // or infinity, so a report holding one is an error that names the field
 // rather than a file that scripts cannot parse.
-func WriteJSON(w io.Writer, r *simnet.Report) error {
+func WriteJSON(w io.Writer, r *Report) error {
 	if err := checkFinite(r); err != nil {
 		return err
 	}
 	out := *r
 	if out.Rounds == nil {
-		out.Rounds = []simnet.RoundReport{} // "rounds": [] rather than null
+		out.Rounds = []RoundReport{} // "rounds": [] rather than null
+	}
+	if out.Config == nil {
+		out.Config = struct{}{} // "config": {} rather than null
 	}
 	b, err := json.MarshalIndent(&out, "", "  ")
 	if err != nil {
@@ -52,7 +56,7 @@ func WriteJSON(w io.Writer, r *simnet.Report) error {
 	return err
 }
 
-func checkFinite(r *simnet.Report) error {
+func checkFinite(r *Report) error {
 	bad := func(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 	for _, f := range []struct {
 		name string
@@ -61,15 +65,16 @@ func checkFinite(r *simnet.Report) error {
 		{"final_accuracy", r.FinalAccuracy},
 		{"best_accuracy", r.BestAccuracy},
 		{"wall_seconds", r.WallSeconds},
-		{"config.attackers", r.Config.Attackers},
-		{"config.crash", r.Config.Crash},
-		{"config.quorum", r.Config.Quorum},
+		{"bytes_up_per_update", r.BytesUpPerUpdate},
 		{"initial_accuracy", r.InitialAccuracy},
 		{"initial_loss", r.InitialLoss},
 	} {
 		if bad(f.v) {
 			return fmt.Errorf("report: %s is %v, which JSON cannot hold", f.name, f.v)
 		}
+	}
+	if name, v, ok := nonFinite("config", reflect.ValueOf(r.Config)); ok {
+		return fmt.Errorf("report: %s is %v, which JSON cannot hold", name, v)
 	}
 	for _, rr := range r.Rounds {
 		for _, f := range []struct {
@@ -93,7 +98,7 @@ func checkFinite(r *simnet.Report) error {
 
 // WriteCSV writes one row per round under CSVHeader. Floats are written in
 // the shortest form that parses back to the same value.
-func WriteCSV(w io.Writer, rounds []simnet.RoundReport) error {
+func WriteCSV(w io.Writer, rounds []RoundReport) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write(CSVHeader); err != nil {
 		return err
@@ -125,7 +130,7 @@ func WriteCSV(w io.Writer, rounds []simnet.RoundReport) error {
 // it if needed. All three are encoded before any is written, and each is
 // written to a temporary file in dir and renamed into place, so a reader never
 // sees a half-written file and an encoding error changes nothing.
-func WriteDir(dir string, r *simnet.Report) error {
+func WriteDir(dir string, r *Report) error {
 	var jsonBuf, csvBuf, pngBuf bytes.Buffer
 	if err := WriteJSON(&jsonBuf, r); err != nil {
 		return err

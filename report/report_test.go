@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/png"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,25 +14,42 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/fedrank/fedrank/simnet"
 )
 
+// runConfig stands for a driver's config (simnet.Config has these fields and
+// more): package report knows it only through its JSON names.
+type runConfig struct {
+	Scenario       string  `json:"scenario"`
+	Peers          int     `json:"peers"`
+	PerRound       int     `json:"per_round"`
+	Rounds         int     `json:"rounds"`
+	Seed           uint64  `json:"seed"`
+	Partition      string  `json:"partition"`
+	Aggregator     string  `json:"aggregator"`
+	Attackers      float64 `json:"attackers"`
+	Attack         string  `json:"attack"`
+	Net            string  `json:"net"`
+	Crash          float64 `json:"crash"`
+	Quorum         float64 `json:"quorum"`
+	RoundTimeoutMs int64   `json:"round_timeout_ms"`
+	Workers        int     `json:"workers"`
+}
+
 // sample is a plausible report of n rounds.
-func sample(n int) *simnet.Report {
-	r := &simnet.Report{
+func sample(n int) *Report {
+	r := &Report{
 		Scenario: "frl-mnist",
 		Seed:     7,
-		Config: simnet.Config{
+		Config: runConfig{
 			Scenario: "frl-mnist", Peers: 100, PerRound: 10, Rounds: n, Seed: 7,
 			Partition: "dirichlet:0.5", Aggregator: "vote", Attackers: 0.2, Attack: "reverse",
 			Net: "wan", Crash: 0.05, Quorum: 0.8, RoundTimeoutMs: 30000, Workers: 4,
 		},
-		Model: simnet.ModelInfo{Name: "lenet-300-100 supermask", Params: 266200, Hash: strings.Repeat("ab", 32)},
+		Model: ModelInfo{Name: "lenet-300-100 supermask", Params: 266200, Hash: strings.Repeat("ab", 32)},
 	}
 	for i := 1; i <= n; i++ {
 		acc := 0.95 - 0.85*math.Exp(-float64(i)/4)
-		rr := simnet.RoundReport{
+		rr := RoundReport{
 			Round: uint64(i), Accuracy: acc, Loss: 2.3 * (1 - acc), Selected: 10, Accepted: 9, Rejected: 1,
 			BytesUp: 33275 * 9, BytesDown: 1064800 * 10, SimMs: 812.5 + float64(i), WallMs: 1210.25,
 			ModelHash: fmt.Sprintf("%064x", i),
@@ -55,10 +73,18 @@ func TestJSONRoundTrip(t *testing.T) {
 	if !bytes.HasPrefix(buf.Bytes(), []byte("{\n  \"scenario\"")) || !bytes.HasSuffix(buf.Bytes(), []byte("}\n")) {
 		t.Errorf("not indented JSON ending in a newline:\n%s", buf.Bytes())
 	}
-	var got simnet.Report
+	var got Report
 	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
+	if _, ok := got.Config.(map[string]any); !ok {
+		t.Errorf("decoded config is a %T, want a map[string]any", got.Config)
+	}
+	cfg, err := ConfigAs[runConfig](&got)
+	if err != nil || cfg != want.Config {
+		t.Errorf("ConfigAs: %+v, %v; want %+v", cfg, err, want.Config)
+	}
+	got.Config = cfg
 	if !reflect.DeepEqual(&got, want) {
 		t.Errorf("round trip changed the report:\ngot  %+v\nwant %+v", got, *want)
 	}
@@ -84,7 +110,7 @@ func TestJSONRoundTrip(t *testing.T) {
 
 func TestJSONEmptyRoundsIsArray(t *testing.T) {
 	var buf bytes.Buffer
-	if err := WriteJSON(&buf, &simnet.Report{Scenario: "x"}); err != nil {
+	if err := WriteJSON(&buf, &Report{Scenario: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(buf.String(), `"rounds": []`) {
@@ -102,7 +128,7 @@ func TestJSONNonFiniteNamesField(t *testing.T) {
 }
 
 func TestCSVHeaderMatchesJSONNames(t *testing.T) {
-	typ := reflect.TypeFor[simnet.RoundReport]()
+	typ := reflect.TypeFor[RoundReport]()
 	var names []string
 	for i := range typ.NumField() {
 		if typ.Field(i).Type.Kind() == reflect.Map {
@@ -111,7 +137,7 @@ func TestCSVHeaderMatchesJSONNames(t *testing.T) {
 		names = append(names, strings.Split(typ.Field(i).Tag.Get("json"), ",")[0])
 	}
 	if !reflect.DeepEqual(names, CSVHeader) {
-		t.Errorf("simnet.RoundReport's JSON fields are %v, CSVHeader is %v; update WriteCSV", names, CSVHeader)
+		t.Errorf("RoundReport's JSON fields are %v, CSVHeader is %v; update WriteCSV", names, CSVHeader)
 	}
 }
 
@@ -144,7 +170,7 @@ func TestCSVRoundTrip(t *testing.T) {
 	}
 }
 
-func parseRow(t *testing.T, rec []string) simnet.RoundReport {
+func parseRow(t *testing.T, rec []string) RoundReport {
 	t.Helper()
 	f := func(s string) float64 {
 		v, err := strconv.ParseFloat(s, 64)
@@ -160,7 +186,7 @@ func parseRow(t *testing.T, rec []string) simnet.RoundReport {
 		}
 		return v
 	}
-	return simnet.RoundReport{
+	return RoundReport{
 		Round: uint64(i(rec[0])), Accuracy: f(rec[1]), Loss: f(rec[2]),
 		Selected: int(i(rec[3])), Accepted: int(i(rec[4])), Rejected: int(i(rec[5])),
 		BytesUp: i(rec[6]), BytesDown: i(rec[7]), SimMs: f(rec[8]), WallMs: f(rec[9]), ModelHash: rec[10],
@@ -278,7 +304,7 @@ func regexpRow(out string, i int) bool {
 
 func TestTableNoRounds(t *testing.T) {
 	var buf bytes.Buffer
-	if err := Table(&buf, &simnet.Report{Scenario: "frl-mnist"}); err != nil {
+	if err := Table(&buf, &Report{Scenario: "frl-mnist"}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(buf.String(), "no rounds completed") {
@@ -318,7 +344,7 @@ func TestWriteDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got simnet.Report
+	var got Report
 	if err := json.Unmarshal(b, &got); err != nil || got.Model.Hash != r.Model.Hash {
 		t.Errorf("report.json: %v, hash %q", err, got.Model.Hash)
 	}
@@ -338,5 +364,165 @@ func TestWriteDir(t *testing.T) {
 	}
 	if b2, _ := os.ReadFile(filepath.Join(dir, JSONFile)); !bytes.Equal(b, b2) {
 		t.Error("a failed write changed report.json")
+	}
+}
+
+func TestJSONNilConfigIsObject(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, &Report{Scenario: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"config": {}`) {
+		t.Errorf("want \"config\": {}, got\n%s", buf.String())
+	}
+}
+
+func TestJSONNonFiniteConfigNamesField(t *testing.T) {
+	type inner struct {
+		Limit float64 `json:"limit"`
+	}
+	type embedded struct {
+		Scale float32
+		Opts  map[string]float64 `json:"opts"`
+	}
+	type daemonConfig struct {
+		embedded
+		Name   string           `json:"name"`
+		Hidden float64          `json:"-"`
+		Inner  *inner           `json:"inner"`
+		Tuning map[string]any   `json:"tuning"`
+		Quorum []float64        `json:"quorum"`
+		Extra  map[int]struct{} `json:"extra"`
+	}
+	inf, nan := math.Inf(1), math.NaN()
+	for _, tt := range []struct {
+		cfg  any
+		want string // "" = no error
+	}{
+		{runConfig{Crash: nan}, "config.crash is NaN"},
+		{&runConfig{Attackers: inf}, "config.attackers is +Inf"},
+		{daemonConfig{Hidden: nan}, ""}, // not in the JSON
+		{daemonConfig{Inner: &inner{Limit: -inf}}, "config.inner.limit is -Inf"},
+		{daemonConfig{embedded: embedded{Scale: float32(nan)}}, "config.Scale is NaN"},
+		{daemonConfig{embedded: embedded{Opts: map[string]float64{"b": 1, "a": nan}}}, "config.opts.a is NaN"},
+		{daemonConfig{Tuning: map[string]any{"b": 1.0, "a": []any{0.5, inf}}}, "config.tuning.a[1] is +Inf"},
+		{daemonConfig{Quorum: []float64{0.5, nan}}, "config.quorum[1] is NaN"},
+		{map[string]float64{"quorum": nan}, "config.quorum is NaN"},
+		{runConfig{Crash: 0.1}, ""},
+	} {
+		r := sample(2)
+		r.Config = tt.cfg
+		err := WriteJSON(io.Discard, r)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%+v: %v", tt.cfg, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%+v: error %v, want one saying %q", tt.cfg, err, tt.want)
+		}
+	}
+	r := sample(2)
+	r.BytesUpPerUpdate = nan
+	if err := WriteJSON(io.Discard, r); err == nil || !strings.Contains(err.Error(), "bytes_up_per_update") {
+		t.Errorf("NaN bytes_up_per_update: %v", err)
+	}
+}
+
+func TestRejectedByReason(t *testing.T) {
+	r := sample(2)
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "rejected_by_reason") {
+		t.Errorf("rejected_by_reason written without reasons:\n%s", buf.String())
+	}
+	r.Rounds[1].RejectedByReason = map[string]int{"wrong-round": 1, "bad-signature": 2}
+	buf.Reset()
+	if err := WriteJSON(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"rejected_by_reason": {
+        "bad-signature": 2,
+        "wrong-round": 1
+      },`) {
+		t.Errorf("rejected_by_reason not written as expected:\n%s", buf.String())
+	}
+	var got Report
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Rounds[1].RejectedByReason, r.Rounds[1].RejectedByReason) || got.Rounds[0].RejectedByReason != nil {
+		t.Errorf("decoded %v and %v", got.Rounds[0].RejectedByReason, got.Rounds[1].RejectedByReason)
+	}
+	// rounds.csv keeps its columns.
+	buf.Reset()
+	if err := WriteCSV(&buf, r.Rounds); err != nil {
+		t.Fatal(err)
+	}
+	if first, _, _ := strings.Cut(buf.String(), "\n"); first != strings.Join(CSVHeader, ",") {
+		t.Errorf("CSV header %q", first)
+	}
+}
+
+func TestConfigAs(t *testing.T) {
+	want := runConfig{Peers: 5, Partition: "iid", Crash: 0.25}
+	for _, tt := range []struct {
+		name string
+		cfg  any
+		want runConfig
+	}{
+		{"value", want, want},
+		{"pointer", &want, want},
+		{"nil pointer", (*runConfig)(nil), runConfig{}},
+		{"nil", nil, runConfig{}},
+		{"map", map[string]any{"peers": 5, "partition": "iid", "crash": 0.25, "unknown": true}, want},
+		{"raw JSON", json.RawMessage(`{"peers":5,"partition":"iid","crash":0.25}`), want},
+		{"other struct", struct {
+			Peers int `json:"peers"`
+		}{5}, runConfig{Peers: 5}},
+	} {
+		got, err := ConfigAs[runConfig](&Report{Config: tt.cfg})
+		if err != nil || got != tt.want {
+			t.Errorf("%s: got %+v, %v; want %+v", tt.name, got, err, tt.want)
+		}
+	}
+	if _, err := ConfigAs[runConfig](&Report{Config: map[string]any{"peers": "five"}}); err == nil {
+		t.Error("a string peers decoded into an int without an error")
+	}
+}
+
+// TestTableFromDecodedReport checks that a report read back from report.json,
+// whose config is a map, prints as the original does; and that a config of
+// the wrong shape costs only the settings it gets wrong.
+func TestTableFromDecodedReport(t *testing.T) {
+	r := sample(5)
+	var orig, js, back bytes.Buffer
+	if err := Table(&orig, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteJSON(&js, r); err != nil {
+		t.Fatal(err)
+	}
+	var got Report
+	if err := json.Unmarshal(js.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := Table(&back, &got); err != nil {
+		t.Fatal(err)
+	}
+	if orig.String() != back.String() {
+		t.Errorf("table of the decoded report differs:\n%s\nwant\n%s", back.String(), orig.String())
+	}
+	if !strings.Contains(subtitle(&got), "100 peers, 10 per round, dirichlet:0.5, attackers 0.2 reverse, net wan, crash 0.05, seed 7") {
+		t.Errorf("subtitle %q", subtitle(&got))
+	}
+
+	got.Config = map[string]any{"peers": "many", "aggregator": "fedavg"}
+	back.Reset()
+	if err := Table(&back, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(back.String(), "fedavg") || !strings.Contains(back.String(), "peers     0") {
+		t.Errorf("table of an odd config:\n%s", back.String())
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
-
-	"github.com/fedrank/fedrank/simnet"
 )
 
 // maxTableRows is the number of rounds up to which Table shows every round;
@@ -15,8 +13,8 @@ const maxTableRows = 30
 
 // Table writes the human summary of r: the effective settings, a per-round
 // table and the totals.
-func Table(w io.Writer, r *simnet.Report) error {
-	c := r.Config
+func Table(w io.Writer, r *Report) error {
+	c := settingsOf(r)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "scenario\t%s\taggregator\t%s\n", r.Scenario, orDash(c.Aggregator))
 	fmt.Fprintf(tw, "peers\t%d\tper round\t%d\n", c.Peers, c.PerRound)
@@ -91,7 +89,7 @@ func tableStep(n int) int {
 }
 
 // bestRound is the round of the highest accuracy (the first, on a tie).
-func bestRound(rounds []simnet.RoundReport) (uint64, bool) {
+func bestRound(rounds []RoundReport) (uint64, bool) {
 	if len(rounds) == 0 {
 		return 0, false
 	}
@@ -104,7 +102,7 @@ func bestRound(rounds []simnet.RoundReport) (uint64, bool) {
 	return best.Round, true
 }
 
-func attackLabel(c simnet.Config) string {
+func attackLabel(c settings) string {
 	if c.Attackers <= 0 {
 		return "0"
 	}

@@ -36,7 +36,7 @@ func TestLoRAMNISTImprovesOnBase(t *testing.T) {
 			t.Fatalf("round %d: %d bytes up per peer, want a few kilobytes", r.Round, per)
 		}
 	}
-	if rep.Config.Aggregator != "lora-svd" || !strings.Contains(rep.Model.Name, "lora r=4") {
+	if rep.Config.(Config).Aggregator != "lora-svd" || !strings.Contains(rep.Model.Name, "lora r=4") {
 		t.Fatalf("config %+v model %+v", rep.Config, rep.Model)
 	}
 	cfg.Rounds = 2

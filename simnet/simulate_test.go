@@ -53,7 +53,9 @@ func TestSameSeedSameReport(t *testing.T) {
 			a := run(t, cfg, nil, simOptions{})
 			cfg.Workers = 5 // the pool's size changes wall time only
 			b := run(t, cfg, nil, simOptions{})
-			b.Config.Workers = a.Config.Workers
+			bc := b.Config.(Config)
+			bc.Workers = a.Config.(Config).Workers
+			b.Config = bc
 			if !reflect.DeepEqual(withoutWallTimes(a), withoutWallTimes(b)) {
 				t.Fatalf("same seed, different reports:\n%+v\n%+v", a.Rounds, b.Rounds)
 			}

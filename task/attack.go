@@ -81,8 +81,11 @@ var (
 )
 
 // flipLabels returns in with every label l replaced by Classes-1-l; the
-// images are shared, not copied.
+// images are shared, not copied. nil (no training data) stays nil.
 func flipLabels(in *model.Inputs) *model.Inputs {
+	if in == nil {
+		return nil
+	}
 	out := *in
 	out.Labels = make([]uint8, len(in.Labels))
 	for k, l := range in.Labels {

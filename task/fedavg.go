@@ -114,8 +114,8 @@ func (t *Dense) Train(job Job) ([]byte, error) { return t.train(job, t.data.Trai
 func (t *Dense) TrainFlipped(job Job) ([]byte, error) { return t.train(job, t.flipped()) }
 
 func (t *Dense) train(job Job, train *model.Inputs) ([]byte, error) {
-	if job.Client < 0 || job.Client >= len(t.data.Parts) {
-		return nil, fmt.Errorf("task: client %d out of range 0..%d", job.Client, len(t.data.Parts)-1)
+	if err := t.data.client(job.Client); err != nil {
+		return nil, err
 	}
 	tr := t.workers.Get().(*model.DenseTrainer)
 	defer t.workers.Put(tr)
@@ -137,6 +137,9 @@ func (t *Dense) train(job Job, train *model.Inputs) ([]byte, error) {
 
 // Evaluate implements Task.
 func (t *Dense) Evaluate(m []byte) (Eval, error) {
+	if t.data.Test == nil {
+		return Eval{}, ErrNoTestData
+	}
 	w, err := t.spec.DecodeDenseModel(m, nil)
 	if err != nil {
 		return Eval{}, err

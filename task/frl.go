@@ -1,6 +1,7 @@
 package task
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -34,14 +35,31 @@ func DefaultFRL(seed uint64) FRLConfig {
 }
 
 // Data is a task's training and test data and the clients' partition.
+//
+// A peer that trains has Train and Parts (one partition per client; a
+// daemon's trainer is one client holding its own samples). A peer that does
+// not train, such as a daemon's aggregator, builds its task with neither:
+// Data{Test: test} aggregates and evaluates models, Data{} only aggregates
+// them. Such a task has no clients and its Train returns ErrNoTrainData. A
+// trainer without a test set leaves Test nil. Whatever has no test set
+// returns ErrNoTestData from Evaluate.
 type Data struct {
 	Train, Test *model.Inputs
 	Parts       data.Partition
 }
 
+// ErrNoTrainData is returned by Train on a task built without training data.
+var ErrNoTrainData = errors.New("task: this peer has no training data (built for aggregation and evaluation only)")
+
+// ErrNoTestData is returned by Evaluate on a task built without test data.
+var ErrNoTestData = errors.New("task: this peer has no test data")
+
 func (d Data) validate() error {
-	if d.Train == nil || d.Test == nil {
-		return fmt.Errorf("task: training and test data are required")
+	if d.Train == nil {
+		if len(d.Parts) > 0 {
+			return fmt.Errorf("task: a partition of %d clients without training data", len(d.Parts))
+		}
+		return nil
 	}
 	if len(d.Parts) == 0 {
 		return fmt.Errorf("task: the partition has no clients")
@@ -62,11 +80,24 @@ func (d Data) check(inputs int, lrDecay float64) error {
 	if err := d.validate(); err != nil {
 		return err
 	}
-	if d.Train.Dim != inputs || d.Test.Dim != inputs {
-		return fmt.Errorf("task: data has %d features, the network expects %d", d.Train.Dim, inputs)
+	for _, in := range []*model.Inputs{d.Train, d.Test} {
+		if in != nil && in.Dim != inputs {
+			return fmt.Errorf("task: data has %d features, the network expects %d", in.Dim, inputs)
+		}
 	}
 	if !(lrDecay > 0 && lrDecay <= 1) {
 		return fmt.Errorf("task: learning-rate decay %v must be in (0,1]", lrDecay)
+	}
+	return nil
+}
+
+// client checks that c names one of the clients of a task that trains.
+func (d Data) client(c int) error {
+	if d.Train == nil {
+		return ErrNoTrainData
+	}
+	if c < 0 || c >= len(d.Parts) {
+		return fmt.Errorf("task: client %d out of range 0..%d", c, len(d.Parts)-1)
 	}
 	return nil
 }
@@ -176,8 +207,8 @@ func (t *FRL) Train(job Job) ([]byte, error) { return t.train(job, t.data.Train)
 func (t *FRL) TrainFlipped(job Job) ([]byte, error) { return t.train(job, t.flipped()) }
 
 func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
-	if job.Client < 0 || job.Client >= len(t.data.Parts) {
-		return nil, fmt.Errorf("task: client %d out of range 0..%d", job.Client, len(t.data.Parts)-1)
+	if err := t.data.client(job.Client); err != nil {
+		return nil, err
 	}
 	w := t.workers.Get().(*frlWorker)
 	defer t.workers.Put(w)
@@ -203,6 +234,9 @@ func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
 
 // Evaluate implements Task.
 func (t *FRL) Evaluate(m []byte) (Eval, error) {
+	if t.data.Test == nil {
+		return Eval{}, ErrNoTestData
+	}
 	order, err := t.spec.DecodeFRLModel(m, nil)
 	if err != nil {
 		return Eval{}, err

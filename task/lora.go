@@ -491,8 +491,8 @@ func (t *LoRA) clientRanks(c int) ([]int, error) {
 // is the trained factors' difference from the ones loaded, compressed (or,
 // for fedavg, the trained dense weights).
 func (t *LoRA) Train(job Job) ([]byte, error) {
-	if job.Client < 0 || job.Client >= len(t.data.Parts) {
-		return nil, fmt.Errorf("task: client %d out of range 0..%d", job.Client, len(t.data.Parts)-1)
+	if err := t.data.client(job.Client); err != nil {
+		return nil, err
 	}
 	rng := rand.New(rand.NewPCG(job.Seed, uint64(job.Client)))
 	decay := math.Pow(t.cfg.LRDecay, float64(job.Round-1))
@@ -547,6 +547,9 @@ func (t *LoRA) Train(job Job) ([]byte, error) {
 
 // Evaluate implements Task: the base plus the global adapter on the test set.
 func (t *LoRA) Evaluate(m []byte) (Eval, error) {
+	if t.data.Test == nil {
+		return Eval{}, ErrNoTestData
+	}
 	if t.net == nil {
 		w, err := t.dense.DecodeDenseModel(m, nil)
 		if err != nil {

@@ -1,6 +1,9 @@
 // Command node is fedrank's command-line interface: `node sim` runs a
-// simulated federation and reports on it; `node version` prints the build.
-// DESIGN.md section 4 fixes the flags, the report files and the exit codes.
+// simulated federation and reports on it; `node init`, `node genesis`,
+// `node run`, `node status`, `node id`, `node export` and `node evaluate`
+// set up, run and inspect a real peer (package daemon); `node version`
+// prints the build. DESIGN.md sections 4 and 5 fix the flags, the report
+// files and the exit codes.
 package main
 
 import (
@@ -29,6 +32,14 @@ func main() {
 var commands = []struct{ name, summary string }{
 	{"sim", "run a simulated federation and report accuracy, traffic and time"},
 	{"robustness", "run every aggregator against every attack and print the accuracy table"},
+	{"shard", "split the MNIST training set among peers as node sim does and write each share"},
+	{"init", "create a peer's home: its key and config.toml"},
+	{"genesis", "write a federation's genesis file and print its id (alias: federation new)"},
+	{"run", "run the peer daemon until SIGINT or SIGTERM"},
+	{"status", "print the peer's state: rounds, model, peers (running or stopped)"},
+	{"id", "print the peer ID and, while the daemon runs, its listen multiaddrs"},
+	{"export", "write a round's global model as a dense safetensors file"},
+	{"evaluate", "score a dense safetensors model on the MNIST test set"},
 	{"version", "print the build's version and Go version"},
 }
 
@@ -38,6 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return exitUsage
 	}
+	setDaemonVersion()
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "sim":
 		// The first Ctrl-C cancels the run, which then reports the rounds it
@@ -51,6 +63,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stop()
 		go func() { <-ctx.Done(); stop() }()
 		return runRobustness(ctx, rest, stdout, stderr)
+	case "shard":
+		return runShard(rest, stdout, stderr)
+	case "init":
+		return runInit(rest, stdout, stderr)
+	case "genesis":
+		return runGenesis("node genesis", rest, stdout, stderr)
+	case "federation":
+		if len(rest) == 0 || rest[0] != "new" {
+			if len(rest) == 0 {
+				fmt.Fprintln(stderr, "node federation: missing subcommand (have: new)")
+			} else {
+				fmt.Fprintf(stderr, "node federation: unknown subcommand %q (have: new)\n", rest[0])
+			}
+			return exitUsage
+		}
+		return runGenesis("node federation new", rest[1:], stdout, stderr)
+	case "run":
+		return interruptible(func(ctx context.Context) int { return runDaemon(ctx, rest, stdout, stderr) })
+	case "status":
+		return runStatus(rest, stdout, stderr)
+	case "id":
+		return runID(rest, stdout, stderr)
+	case "export":
+		return runExport(rest, stdout, stderr)
+	case "evaluate":
+		return runEvaluate(rest, stdout, stderr)
 	case "version":
 		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

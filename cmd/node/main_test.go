@@ -279,8 +279,12 @@ func TestSimJSONAndOut(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout)
 	}
-	if rep.Scenario != fakeScenario || len(rep.Rounds) != 3 || rep.Config.Rounds != 3 || rep.Config.Peers != 6 {
-		t.Errorf("report: scenario %q, %d rounds, config %+v", rep.Scenario, len(rep.Rounds), rep.Config)
+	cfg, err := report.ConfigAs[simnet.Config](&rep)
+	if err != nil {
+		t.Fatalf("config of the JSON report: %v", err)
+	}
+	if rep.Scenario != fakeScenario || len(rep.Rounds) != 3 || cfg.Rounds != 3 || cfg.Peers != 6 {
+		t.Errorf("report: scenario %q, %d rounds, config %+v", rep.Scenario, len(rep.Rounds), cfg)
 	}
 	if math.Abs(rep.FinalAccuracy-0.875) > 1e-12 {
 		t.Errorf("final accuracy %v, want 0.875", rep.FinalAccuracy)

@@ -236,8 +236,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if rep == nil {
 			rep = partialReport(o.cfg, done, time.Since(start))
 		}
-		if rep.Config.Rounds > 0 {
-			total = rep.Config.Rounds
+		if c, ok := rep.Config.(simnet.Config); ok && c.Rounds > 0 {
+			total = c.Rounds
 		}
 		if total > 0 {
 			fmt.Fprintf(stderr, "node sim: interrupted after %d of %d rounds\n", len(rep.Rounds), total)
