@@ -95,9 +95,9 @@ func Run(ctx context.Context, home string, opt RunOptions) error {
 	self := p2p.PeerID(key)
 	log = log.With("peer", shortID(self))
 
-	st, err := storage.Open(filepath.Join(home, StoreDir), storage.Options{
+	st, err := openStore(ctx, filepath.Join(home, StoreDir), storage.Options{
 		LowMemory: cfg.Store.LowMemory || edge, Logger: log.With("component", "store"),
-	})
+	}, log)
 	if err != nil {
 		return fmt.Errorf("opening the store: %w", err)
 	}
@@ -190,6 +190,25 @@ func Run(ctx context.Context, home string, opt RunOptions) error {
 	err = d.rt.Run(hctx)
 	log.Info("shutting down", "err", err)
 	return err
+}
+
+// openStore opens the store, waiting a little while another process holds
+// it: `node status` of a stopped daemon reads the store, and a daemon
+// started at that moment waits for it rather than fail.
+func openStore(ctx context.Context, dir string, opt storage.Options, log *slog.Logger) (*storage.Badger, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		st, err := storage.Open(dir, opt)
+		if !errors.Is(err, storage.ErrLocked) || time.Now().After(deadline) {
+			return st, err
+		}
+		log.Info("the store is in use by another process; waiting", "dir", dir)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // daemon is a running peer's parts.
@@ -309,9 +328,18 @@ func (d *daemon) prepare(ctx context.Context, key crypto.PrivKey, nc node.Config
 	}}); err != nil {
 		return err
 	}
+	flt, err := parseFaults(os.Getenv(FaultEnv))
+	if err != nil {
+		return err
+	}
+	var store storage.Store = d.st
+	if flt != nil {
+		d.log.Warn("fault injection is on: this process will kill itself", "at", os.Getenv(FaultEnv))
+		store = faultyStore{d.st, flt}
+	}
 	rc := node.RuntimeConfig{
 		Machine:   nc,
-		Store:     d.st,
+		Store:     store,
 		Transport: d.host,
 		Logger:    d.log,
 		Metrics:   node.NewMetrics(reg),
@@ -320,6 +348,9 @@ func (d *daemon) prepare(ctx context.Context, key crypto.PrivKey, nc node.Config
 		rc.Train = func(round uint64, m []byte) ([]byte, int64, error) {
 			p, err := tk.Train(task.Job{Client: 0, Round: round, Model: m, Seed: trainSeed(g.Seed, round, d.self)})
 			return p, int64(tk.ClientSamples(0)), err
+		}
+		if flt != nil {
+			rc.Train = flt.wrapTrain(rc.Train)
 		}
 	}
 	if td.Test != nil {

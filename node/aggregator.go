@@ -29,7 +29,16 @@ type aggregatorState struct {
 	start                 *wire.Envelope  // the round's RoundStart
 	heard                 map[PeerID]bool // selected peers that asked for the model or sent an update
 	announceDelay         int64           // next RoundStart resend delay, 0 when none is pending
+	// result is the last closed round's RoundResult: carried by the next
+	// RoundStart, and broadcast again a few times after the last round.
+	result     *wire.RoundResult
+	finalDelay int64 // next rebroadcast of the final result, 0 when none is pending
 }
+
+// finalRebroadcasts is how many times the last round's result is broadcast
+// again after the first, at RetryMs, 2·RetryMs, 4·RetryMs: a member that was
+// reconnecting when it went out still hears that the federation is done.
+const finalRebroadcasts = 3
 
 func (m *Machine) stepAggregator(now int64, ev Event) []Action {
 	a := m.agg
@@ -57,6 +66,8 @@ func (m *Machine) stepAggregator(now int64, ev Event) []Action {
 		}
 	case TimerFired:
 		switch {
+		case ev.ID.Kind == TimerFinal && m.done && a.finalDelay > 0 && a.result != nil && ev.ID.Round == a.result.GetRound():
+			return m.rebroadcastFinal(now)
 		case a.round == 0 || m.done || !a.started || ev.ID.Round != a.round:
 		case ev.ID.Kind == TimerDeadline:
 			return m.closeRound(now, "deadline", nil)
@@ -121,6 +132,7 @@ func (m *Machine) announceRound(now int64, acts []Action) []Action {
 		ModelHash:  a.hash,
 		Selected:   slices.Clone(a.selected),
 		DeadlineMs: a.deadlineMs,
+		Previous:   a.result,
 	})
 	acts = append(acts,
 		Broadcast{Msg: a.start},
@@ -335,13 +347,14 @@ func (m *Machine) closeRound(now int64, how string, acts []Action) []Action {
 		},
 		Model: newModel,
 	}
-	result := m.msg(&wire.RoundResult{
+	a.result = &wire.RoundResult{
 		Round:        r,
 		ModelHash:    a.hash,
 		UpdateHashes: used,
 		Accepted:     uint32(n),
 		Rejected:     uint32(len(a.rejected)),
-	})
+	}
+	result := m.msg(a.result)
 	if now < a.deadlineMs {
 		acts = append(acts, CancelTimer{ID: TimerID{TimerDeadline, r}})
 	}
@@ -359,9 +372,22 @@ func (m *Machine) closeRound(now int64, how string, acts []Action) []Action {
 	acts = append(acts, Persist{Commit: commit}, Broadcast{Msg: result}, rc)
 	if last {
 		m.done = true
-		return append(acts, Done{})
+		a.finalDelay = m.retryMs
+		return append(acts, SetTimer{ID: TimerID{TimerFinal, r}, AtMs: now + a.finalDelay}, Done{})
 	}
 	return m.announceRound(now, acts)
+}
+
+// rebroadcastFinal broadcasts the last round's result again.
+func (m *Machine) rebroadcastFinal(now int64) []Action {
+	a := m.agg
+	acts := []Action{Broadcast{Msg: m.msg(a.result)}}
+	if a.finalDelay *= 2; a.finalDelay < m.retryMs<<finalRebroadcasts {
+		acts = append(acts, SetTimer{ID: TimerID{TimerFinal, a.result.GetRound()}, AtMs: now + a.finalDelay})
+	} else {
+		a.finalDelay = 0
+	}
+	return acts
 }
 
 // countReasons counts rejections per reason (nil when there are none).

@@ -159,6 +159,8 @@ const (
 	// TimerSilence fires when a trainer has heard nothing from the aggregator
 	// for Config.SilenceMs (its Round is 0).
 	TimerSilence
+	// TimerFinal broadcasts the last round's result again (aggregator).
+	TimerFinal
 )
 
 func (k TimerKind) String() string {
@@ -173,6 +175,8 @@ func (k TimerKind) String() string {
 		return "announce"
 	case TimerSilence:
 		return "silence"
+	case TimerFinal:
+		return "final"
 	default:
 		return fmt.Sprintf("TimerKind(%d)", int(k))
 	}

@@ -244,14 +244,17 @@ func TestFullRoundsThroughQuorum(t *testing.T) {
 		}
 		model = want
 	}
-	// Every trainer saw the last result; the deadline timers were all cancelled.
+	// Every trainer saw the last result; the deadline timers were all
+	// cancelled, and the only timer left rebroadcasts the final result.
 	for _, p := range cfg.Members {
 		if _, ok := c.done[p]; !ok {
 			t.Errorf("trainer %s not done", p)
 		}
 	}
-	if n := len(c.timers[aggr]); n != 0 {
-		t.Errorf("aggregator left %d timers", n)
+	for id := range c.timers[aggr] {
+		if id != (TimerID{TimerFinal, 3}) {
+			t.Errorf("aggregator left timer %v", id)
+		}
 	}
 	if st := c.m[aggr].Status(); !st.Done || st.Round != 3 {
 		t.Errorf("aggregator status %+v", st)

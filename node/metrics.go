@@ -26,6 +26,8 @@ type Metrics struct {
 	persistSeconds   prometheus.Histogram
 	silences         prometheus.Counter
 	aggregatorSilent prometheus.Gauge
+	recovered        prometheus.Counter
+	roundUpdates     prometheus.Gauge
 	accuracy         prometheus.Gauge
 	loss             prometheus.Gauge
 }
@@ -65,6 +67,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Times the aggregator was silent for longer than the silence timeout (trainer)."}),
 		aggregatorSilent: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedrank_aggregator_silent",
 			Help: "1 while the aggregator has been silent for longer than the silence timeout (trainer)."}),
+		recovered: prometheus.NewCounter(prometheus.CounterOpts{Name: "fedrank_updates_recovered_total",
+			Help: "Accepted updates of the open round restored from the store at start (aggregator)."}),
+		roundUpdates: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedrank_round_updates",
+			Help: "Updates accepted in the open round, restored ones included (aggregator)."}),
 		accuracy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedrank_model_accuracy",
 			Help: "Accuracy of the last evaluated global model on this peer's test set."}),
 		loss: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedrank_model_loss",
@@ -73,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.round, m.roundsClosed, m.roundSeconds, m.updatesAccepted, m.updatesRejected,
 			m.messagesRejected, m.messagesIn, m.messagesOut, m.bytesIn, m.bytesOut, m.sendFailures,
-			m.trainSeconds, m.trainFailures, m.persistSeconds, m.silences, m.aggregatorSilent, m.accuracy, m.loss)
+			m.trainSeconds, m.trainFailures, m.persistSeconds, m.silences, m.aggregatorSilent, m.recovered, m.roundUpdates, m.accuracy, m.loss)
 	}
 	return m
 }
@@ -168,5 +174,17 @@ func (m *Metrics) evaluated(e storage.Eval) {
 	if m != nil {
 		m.accuracy.Set(e.Accuracy)
 		m.loss.Set(e.Loss)
+	}
+}
+
+func (m *Metrics) restored(n int) {
+	if m != nil {
+		m.recovered.Add(float64(n))
+	}
+}
+
+func (m *Metrics) openRoundUpdates(n int) {
+	if m != nil {
+		m.roundUpdates.Set(float64(n))
 	}
 }

@@ -24,7 +24,8 @@ type Recovered struct {
 	Updates []storage.Update
 
 	// Trainer is a trainer's round state, and TrainerModel the model of
-	// Trainer.ModelHash if the trainer holds it.
+	// Trainer.ModelHash if the trainer holds it. A trainer's Last is the
+	// last result it recorded.
 	Trainer      *storage.TrainerRound
 	TrainerModel []byte
 }
@@ -47,7 +48,7 @@ func Restore(cfg Config, rec Recovered) (*Machine, error) {
 	switch {
 	case m.agg != nil:
 		err = m.restoreAggregator(rec)
-	case rec.Trainer != nil:
+	default:
 		m.restoreTrainer(rec)
 	}
 	if err != nil {
@@ -76,6 +77,7 @@ func (m *Machine) restoreAggregator(rec Recovered) error {
 		}
 		a.model, a.hash = rec.Model, rec.Last.ModelHash
 		a.round, m.done = rec.Last.Round, true
+		a.result = resultMsg(rec.Last)
 		return nil
 	}
 	o := rec.Open
@@ -88,6 +90,9 @@ func (m *Machine) restoreAggregator(rec Recovered) error {
 			return err
 		}
 		a.prevModel, a.prevHash = rec.PrevModel, slices.Clone(o.PrevModelHash)
+	}
+	if l := rec.Last; l != nil && l.Round+1 == o.Round {
+		a.result = resultMsg(l)
 	}
 	if l := rec.Last; l != nil && l.Round+1 == o.Round && len(l.AcceptedPeers) == len(l.UpdateHashes) {
 		// Resends of the previous round's updates are acknowledged again.
@@ -116,7 +121,25 @@ func (m *Machine) restoreAggregator(rec Recovered) error {
 	return nil
 }
 
+// resultMsg is the RoundResult announcing a stored result.
+func resultMsg(r *storage.Result) *wire.RoundResult {
+	rejected := 0
+	for _, n := range r.Rejected {
+		rejected += n
+	}
+	return &wire.RoundResult{
+		Round: r.Round, ModelHash: r.ModelHash, UpdateHashes: r.UpdateHashes,
+		Accepted: uint32(r.Accepted), Rejected: uint32(rejected),
+	}
+}
+
 func (m *Machine) restoreTrainer(rec Recovered) {
+	if rec.Last != nil {
+		m.tr.lastResult = rec.Last.Round
+	}
+	if rec.Trainer == nil {
+		return
+	}
 	t, r := m.tr, rec.Trainer
 	t.round, t.roundHash, t.deadlineMs = r.Round, slices.Clone(r.ModelHash), r.DeadlineMs
 	t.selected, t.acked = r.Selected, r.Acked

@@ -182,6 +182,7 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 		return nil, fmt.Errorf("node: reading the last result: %w", err)
 	}
 	if rec.Open != nil {
+		cfg.Metrics.restored(len(rec.Updates))
 		r.log.Info("recovered an open round", "round", rec.Open.Round, "accepted_updates", len(rec.Updates),
 			"deadline", time.UnixMilli(rec.Open.DeadlineMs).UTC())
 	}
@@ -597,6 +598,9 @@ func (r *Runtime) snapshot() {
 		r.status.SilentSince = &t
 	}
 	r.cfg.Metrics.silence(s.SilentSinceMs > 0)
+	if s.Role == RoleAggregator {
+		r.cfg.Metrics.openRoundUpdates(s.Accepted)
+	}
 }
 
 func shortHash(h []byte) string {

@@ -26,6 +26,8 @@ type trainerState struct {
 	acked       bool           // the round's Update was acknowledged
 	updateDelay int64          // next Update resend delay
 
+	lastResult uint64 // the highest round whose result was persisted
+
 	heardMs  int64 // when the aggregator was last heard (or the machine started)
 	silentMs int64 // > 0: the silence reported, since heardMs
 }
@@ -184,6 +186,16 @@ func (t *trainerState) endRound(acts []Action) []Action {
 
 func (m *Machine) onRoundStart(now int64, rs *wire.RoundStart) []Action {
 	t := m.tr
+	var prev []Action
+	if p := rs.GetPrevious(); p != nil && p.GetRound()+1 == rs.GetRound() && p.GetRound() > t.lastResult {
+		// The result of the round before, in case we missed its announcement.
+		prev = m.onRoundResult(p)
+	}
+	return append(prev, m.roundStart(now, rs)...)
+}
+
+func (m *Machine) roundStart(now int64, rs *wire.RoundStart) []Action {
+	t := m.tr
 	if rs.GetRound() == t.round && t.pending != nil && equalHash(rs.GetModelHash(), t.roundHash) {
 		// The round announced again (the aggregator restarted, or resends to
 		// peers it has not heard from): our update may not have reached it.
@@ -292,6 +304,12 @@ func (m *Machine) onRoundResult(rr *wire.RoundResult) []Action {
 	var acts []Action
 	if rr.GetRound() == t.round {
 		acts = t.endRound(nil) // the round is closed: nothing we send counts any more
+	}
+	if rr.GetRound() > t.lastResult {
+		t.lastResult = rr.GetRound()
+	} else {
+		m.c.Stale++ // heard already (a rebroadcast, or a RoundStart's previous)
+		return acts
 	}
 	acts = append(acts, Persist{Result: &storage.Result{
 		Round:        rr.GetRound(),

@@ -208,7 +208,11 @@ type RoundStart struct {
 	Selected []string `protobuf:"bytes,3,rep,name=selected,proto3" json:"selected,omitempty"`
 	// deadline_ms is when the aggregator closes the round at the latest. Updates
 	// that arrive later count for nothing.
-	DeadlineMs    int64 `protobuf:"varint,4,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	DeadlineMs int64 `protobuf:"varint,4,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	// previous is the result of the round before (absent in round 1), so that a
+	// member that missed that announcement (it was down, or not yet connected
+	// to a restarted aggregator) still learns it.
+	Previous      *RoundResult `protobuf:"bytes,5,opt,name=previous,proto3" json:"previous,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,6 +273,13 @@ func (x *RoundStart) GetDeadlineMs() int64 {
 		return x.DeadlineMs
 	}
 	return 0
+}
+
+func (x *RoundStart) GetPrevious() *RoundResult {
+	if x != nil {
+		return x.Previous
+	}
+	return nil
 }
 
 // ModelRequest asks the aggregator for a global model by its hash, or for
@@ -665,7 +676,7 @@ const file_fedrank_v1_fedrank_proto_rawDesc = "" +
 	"\n" +
 	"update_ack\x18\x0e \x01(\v2\x15.fedrank.v1.UpdateAckH\x00R\tupdateAck\x12<\n" +
 	"\fround_result\x18\x0f \x01(\v2\x17.fedrank.v1.RoundResultH\x00R\vroundResultB\x06\n" +
-	"\x04body\"~\n" +
+	"\x04body\"\xb3\x01\n" +
 	"\n" +
 	"RoundStart\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1d\n" +
@@ -673,7 +684,8 @@ const file_fedrank_v1_fedrank_proto_rawDesc = "" +
 	"model_hash\x18\x02 \x01(\fR\tmodelHash\x12\x1a\n" +
 	"\bselected\x18\x03 \x03(\tR\bselected\x12\x1f\n" +
 	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
-	"deadlineMs\"E\n" +
+	"deadlineMs\x123\n" +
+	"\bprevious\x18\x05 \x01(\v2\x17.fedrank.v1.RoundResultR\bprevious\"E\n" +
 	"\fModelRequest\x12\x1d\n" +
 	"\n" +
 	"model_hash\x18\x01 \x01(\fR\tmodelHash\x12\x16\n" +
@@ -733,11 +745,12 @@ var file_fedrank_v1_fedrank_proto_depIdxs = []int32{
 	4, // 3: fedrank.v1.Envelope.update:type_name -> fedrank.v1.Update
 	5, // 4: fedrank.v1.Envelope.update_ack:type_name -> fedrank.v1.UpdateAck
 	6, // 5: fedrank.v1.Envelope.round_result:type_name -> fedrank.v1.RoundResult
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	6, // 6: fedrank.v1.RoundStart.previous:type_name -> fedrank.v1.RoundResult
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_fedrank_v1_fedrank_proto_init() }
