@@ -275,3 +275,21 @@ func loadKey(path string) (string, error) {
 	}
 	return p2p.PeerID(k), nil
 }
+
+// UpdateConfig rewrites home's config.toml with edit applied.
+func UpdateConfig(home string, edit func(*Config)) error {
+	path := filepath.Join(home, ConfigFile)
+	c, err := LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	edit(&c)
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	b, err := c.Encode()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}

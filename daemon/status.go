@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -172,6 +173,12 @@ func QueryStatus(home string) (Status, error) {
 		return s, err
 	}
 	st, err := storage.OpenReadOnly(filepath.Join(home, StoreDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		// Initialised, never run: nothing stored yet.
+		s.Daemon.ID = self
+		s.Rounds = []report.RoundReport{}
+		return s, nil
+	}
 	if err != nil {
 		return s, err
 	}

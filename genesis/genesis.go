@@ -78,60 +78,60 @@ import (
 type Genesis struct {
 	// Name is a name for people, e.g. "mnist-pilot". Part of the id, so two
 	// federations of otherwise equal settings are still told apart.
-	Name string `toml:"name"`
+	Name string `toml:"name" json:"name"`
 	// Aggregator is the peer ID (libp2p, in its canonical base58 form as
 	// libp2p prints it) of the peer that runs the rounds. It does not train.
-	Aggregator string `toml:"aggregator"`
+	Aggregator string `toml:"aggregator" json:"aggregator"`
 	// Members are the peer IDs of the trainers; the aggregator is not one of
 	// them. Their order does not matter (not even to selection).
-	Members []string `toml:"members"`
+	Members []string `toml:"members" json:"members"`
 	// Scenario is the task: "frl-mnist", "fedavg-mnist" or "lora-mnist" (the
 	// simulator's scenarios of those names).
-	Scenario string `toml:"scenario"`
+	Scenario string `toml:"scenario" json:"scenario"`
 	// AggregatorName is the aggregation strategy (TOML key "aggregation");
 	// "" is the scenario's default: "vote-robust" for frl-mnist, "fedavg" for
 	// fedavg-mnist, "lora-svd" for lora-mnist. See Aggregations.
-	AggregatorName string `toml:"aggregation"`
+	AggregatorName string `toml:"aggregation" json:"aggregation"`
 	// Seed is the seed of the model (and of trainer selection) exactly as
 	// `node sim --seed`: a genesis of seed S starts from the initial model of
 	// the simulator's run of the same scenario with seed S, and selects its
 	// trainers from the same stream. 0..2^63-1 (a TOML integer).
-	Seed uint64 `toml:"seed"`
+	Seed uint64 `toml:"seed" json:"seed"`
 	// Rounds is the number of rounds to run; 0 runs forever.
-	Rounds uint64 `toml:"rounds"`
+	Rounds uint64 `toml:"rounds" json:"rounds"`
 	// PerRound is the number of trainers selected per round, 1..len(Members).
-	PerRound int `toml:"per_round"`
+	PerRound int `toml:"per_round" json:"per_round"`
 	// Quorum is the number of accepted updates that closes a round before its
 	// deadline, 1..PerRound; 0 means PerRound.
-	Quorum int `toml:"quorum"`
+	Quorum int `toml:"quorum" json:"quorum"`
 	// MinUpdates is the fewest accepted updates that still advance the model
 	// when a round reaches its deadline, 1..Quorum; below it the round closes
 	// with the model unchanged. 0 means 1.
-	MinUpdates int `toml:"min_updates"`
+	MinUpdates int `toml:"min_updates" json:"min_updates"`
 	// RoundTimeout is the time from a round's start to its deadline, e.g.
 	// "2m". Required. Every duration is a Go duration string of whole
 	// milliseconds.
-	RoundTimeout Duration `toml:"round_timeout"`
+	RoundTimeout Duration `toml:"round_timeout" json:"round_timeout"`
 	// Retry is the first delay before an unanswered message is sent again
 	// (doubling after each resend); 0 means RoundTimeout/10 (whole ms, at
 	// least 1ms).
-	Retry Duration `toml:"retry"`
+	Retry Duration `toml:"retry" json:"retry"`
 	// SilenceTimeout: a trainer that hears nothing from the aggregator for
 	// this long reports it; 0 means 2×RoundTimeout.
-	SilenceTimeout Duration `toml:"silence_timeout"`
+	SilenceTimeout Duration `toml:"silence_timeout" json:"silence_timeout"`
 	// MaxUpdateBytes bounds an update's payload; 0 means 8 MiB.
-	MaxUpdateBytes int64 `toml:"max_update_bytes"`
+	MaxUpdateBytes int64 `toml:"max_update_bytes" json:"max_update_bytes"`
 	// MaxModelBytes bounds the total size of a model transfer; 0 means 64 MiB.
-	MaxModelBytes int64 `toml:"max_model_bytes"`
+	MaxModelBytes int64 `toml:"max_model_bytes" json:"max_model_bytes"`
 	// ChunkBytes: models larger than this travel in chunks of this size,
 	// 1..MaxModelBytes; 0 means 1 MiB.
-	ChunkBytes int64 `toml:"chunk_bytes"`
+	ChunkBytes int64 `toml:"chunk_bytes" json:"chunk_bytes"`
 	// Bootstrap lists multiaddrs ending in /p2p/<peer ID> that a peer dials
 	// at start. NOT part of the federation id: addresses change, a federation
 	// does not, so peers may carry different bootstrap lists.
-	Bootstrap []string `toml:"bootstrap"`
+	Bootstrap []string `toml:"bootstrap" json:"bootstrap"`
 	// Task holds the task's hyperparameters (TOML table [task]).
-	Task TaskParams `toml:"task"`
+	Task TaskParams `toml:"task" json:"task"`
 
 	// dir is the directory of the file Load read, against which a relative
 	// Task.BaseModel is resolved ("" = the working directory).
@@ -145,33 +145,33 @@ type Genesis struct {
 // Cosine are pointers because their zero is a setting of its own.
 type TaskParams struct {
 	// LR is the learning rate of the first local epoch of round 1, > 0.
-	LR float64 `toml:"lr"`
+	LR float64 `toml:"lr" json:"lr"`
 	// Momentum of local SGD, [0, 1).
-	Momentum *float64 `toml:"momentum"`
+	Momentum *float64 `toml:"momentum" json:"momentum"`
 	// WeightDecay of local SGD, >= 0.
-	WeightDecay *float64 `toml:"weight_decay"`
+	WeightDecay *float64 `toml:"weight_decay" json:"weight_decay"`
 	// Epochs of local training per round, >= 1.
-	Epochs int `toml:"epochs"`
+	Epochs int `toml:"epochs" json:"epochs"`
 	// Batch is the local mini-batch size, >= 1.
-	Batch int `toml:"batch"`
+	Batch int `toml:"batch" json:"batch"`
 	// Cosine anneals the learning rate over the local epochs.
-	Cosine *bool `toml:"cosine"`
+	Cosine *bool `toml:"cosine" json:"cosine"`
 	// LRDecay multiplies the learning rate once per round, (0, 1].
-	LRDecay float64 `toml:"lr_decay"`
+	LRDecay float64 `toml:"lr_decay" json:"lr_decay"`
 
 	// Rank is the adapters' rank, 1..4096 (lora-mnist only; default 4).
-	Rank int `toml:"rank"`
+	Rank int `toml:"rank" json:"rank"`
 	// Compression is the codec of uploaded adapter factors: "fp32", "fp16"
 	// or "int8" (lora-mnist only; default "int8").
-	Compression string `toml:"compression"`
+	Compression string `toml:"compression" json:"compression"`
 	// BaseModel is the path of the pre-trained base model, a dense
 	// safetensors file (task.Base.Encode), relative to the genesis file's
 	// directory (lora-mnist only; required). Not part of the id.
-	BaseModel string `toml:"base_model"`
+	BaseModel string `toml:"base_model" json:"base_model"`
 	// BaseModelHash is the lower-case hex SHA-256 of the base model file
 	// (the whole file, metadata included), checked when it is read. Part of
 	// the id (lora-mnist only; required).
-	BaseModelHash string `toml:"base_model_hash"`
+	BaseModelHash string `toml:"base_model_hash" json:"base_model_hash"`
 }
 
 // Duration is a time.Duration that TOML decodes from a Go duration string
@@ -263,8 +263,8 @@ func Parse(b []byte) (*Genesis, error) {
 	}
 	// TOML integers are signed: a negative seed or rounds would wrap.
 	var signed struct {
-		Seed   int64 `toml:"seed"`
-		Rounds int64 `toml:"rounds"`
+		Seed   int64 `toml:"seed" json:"seed"`
+		Rounds int64 `toml:"rounds" json:"rounds"`
 	}
 	if _, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&signed); err != nil {
 		return nil, fmt.Errorf("genesis: %w", err)

@@ -563,15 +563,16 @@ func (s *sim) roundClosed(rc node.RoundClosed) {
 	acc := s.cur
 	hash := hex.EncodeToString(rc.ModelHash)
 	rr := RoundReport{
-		Round:     rc.Round,
-		Selected:  rc.Selected,
-		Accepted:  rc.Accepted,
-		Rejected:  len(rc.Rejected) + acc.undecodable,
-		BytesUp:   acc.up,
-		BytesDown: acc.down,
-		SimMs:     float64(s.now-acc.startNs) / float64(ms),
-		WallMs:    float64(time.Since(acc.wallStart).Nanoseconds()) / 1e6,
-		ModelHash: hash,
+		Round:            rc.Round,
+		Selected:         rc.Selected,
+		Accepted:         rc.Accepted,
+		Rejected:         len(rc.Rejected) + acc.undecodable,
+		RejectedByReason: rejectedByReason(rc.Rejected, acc.undecodable),
+		BytesUp:          acc.up,
+		BytesDown:        acc.down,
+		SimMs:            float64(s.now-acc.startNs) / float64(ms),
+		WallMs:           float64(time.Since(acc.wallStart).Nanoseconds()) / 1e6,
+		ModelHash:        hash,
 	}
 	// Finalize ran in the step that emitted rc, so the metrics are this round's.
 	if m, ok := s.agg.(roundMetrics); ok && rc.Advanced {
@@ -595,6 +596,22 @@ func (s *sim) roundClosed(rc node.RoundClosed) {
 	s.pending = append(s.pending, &pendingRound{rr: rr, eval: ev})
 	s.finalHash = rc.ModelHash
 	s.cur = &roundAcc{round: rc.Round + 1, startNs: s.now, wallStart: time.Now()}
+}
+
+// rejectedByReason counts a round's rejections per reason; undecodable
+// messages count as "undecodable". nil when there are none.
+func rejectedByReason(rej []node.Rejection, undecodable int) map[string]int {
+	if len(rej) == 0 && undecodable == 0 {
+		return nil
+	}
+	out := map[string]int{}
+	for _, r := range rej {
+		out[string(r.Reason)]++
+	}
+	if undecodable > 0 {
+		out["undecodable"] = undecodable
+	}
+	return out
 }
 
 // flush reports the rounds whose evaluation is done, in round order; with

@@ -205,7 +205,7 @@ func buildVersion() string {
 
 var initCmd = cmdSpec{
 	name:     "node init",
-	synopsis: "node init --home DIR [--listen MA,MA]",
+	synopsis: "node init --home DIR [--listen MA,MA] [--train DIR] [--test DIR] [--profile edge]",
 	about: []string{
 		"Creates a peer's home: DIR/key (a new Ed25519 identity, mode 0600) and DIR/config.toml",
 		"(every setting written out and commented; TCP and QUIC on free ports unless --listen).",
@@ -218,8 +218,14 @@ func runInit(args []string, stdout, stderr io.Writer) int {
 	fl := newFlags(initCmd.name)
 	home := fl.String("home", "", "the peer's home `dir`ectory")
 	listen := fl.String("listen", "", "comma-separated `multiaddrs` to listen on (default: TCP and QUIC on free ports of every interface)")
+	train := fl.String("train", "", "the peer's training shard `dir`ectory (MNIST IDX files, see node shard); written to data.train")
+	test := fl.String("test", "", "a test set `dir`ectory (t10k IDX files): the peer evaluates every round; written to data.test")
+	profile := fl.String("profile", "", `"edge" for small devices (low-memory store, smaller libp2p and Go memory limits)`)
 	if _, code, stop := parseFlags(fl, initCmd, args, stderr); stop {
 		return code
+	}
+	if *profile != "" && *profile != "edge" {
+		return usageErr(stderr, initCmd.name, "profile", `%q, want "" or "edge"`, *profile)
 	}
 	if *home == "" {
 		return usageErr(stderr, initCmd.name, "home", `"" names no directory`)
@@ -232,9 +238,28 @@ func runInit(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return failure(stderr, initCmd.name, err)
 	}
+	if *train != "" || *test != "" || *profile != "" {
+		if err := daemon.UpdateConfig(*home, func(c *daemon.Config) {
+			c.Data.Train, c.Data.Test, c.Profile = absPath(*train), absPath(*test), *profile
+		}); err != nil {
+			return failure(stderr, initCmd.name, err)
+		}
+	}
 	fmt.Fprintln(stdout, id)
 	fmt.Fprintf(stderr, "node init: initialized %s (configuration in %s)\n", *home, filepath.Join(*home, daemon.ConfigFile))
 	return exitOK
+}
+
+// absPath makes a path given on the command line absolute (config paths are
+// relative to the home, not to where init ran).
+func absPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // ---- run --------------------------------------------------------------------

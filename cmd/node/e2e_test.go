@@ -45,7 +45,7 @@ var buildNode = sync.OnceValues(func() (string, error) {
 
 // e2eCluster is a federation of daemon processes.
 type e2eCluster struct {
-	t     *testing.T
+	t     testing.TB
 	bin   string
 	dir   string
 	homes []string // homes[0] is the aggregator's
@@ -76,7 +76,7 @@ func (c *e2eCluster) cli(args ...string) string {
 // newE2ECluster initialises n homes (home 0: the aggregator, with the test
 // set; homes 1..n-1: trainers, each with shard i-1 of an IID split of
 // MNIST into shardPeers) and writes their configs.
-func newE2ECluster(t *testing.T, n, shardPeers int) *e2eCluster {
+func newE2ECluster(t testing.TB, n, shardPeers int) *e2eCluster {
 	bin, err := buildNode()
 	if err != nil {
 		t.Fatal(err)
@@ -359,7 +359,7 @@ func copyDir(src, dst string) error {
 
 // copyHomes copies the initialised homes (keys, configs; nothing run yet)
 // so that the same federation can run twice.
-func copyHomes(t *testing.T, c *e2eCluster) *e2eCluster {
+func copyHomes(t testing.TB, c *e2eCluster) *e2eCluster {
 	t.Helper()
 	twin := *c
 	twin.dir = t.TempDir()

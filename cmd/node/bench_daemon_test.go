@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedrank/fedrank/simnet"
+)
+
+// BenchmarkLoopbackRound runs the reference FRL round with real daemons:
+// an aggregator and 25 trainer processes on 127.0.0.1 (each with a 60-image
+// shard of an IID split of MNIST into 1000, a low-memory Badger store, all
+// 25 selected every round, quorum 25, vote-robust), and the same round in
+// the simulator (1000 simulated peers, 25 selected, 60 images each), in
+// the same run. It reports the aggregator's round time (announcement to
+// commit, rounds 2.. only: round 1 includes start-up), the simulator's wall
+// time per round, their ratio, and the peak RSS (VmHWM) of the trainer and
+// aggregator processes.
+//
+//	go test -run x -bench LoopbackRound -benchtime 5x ./cmd/node/
+func BenchmarkLoopbackRound(b *testing.B) {
+	const trainers = 25
+	rounds := max(b.N, 3) + 1
+	c := newE2ECluster(b, trainers+1, 1000)
+	c.genesis("--scenario", "frl-mnist", "--rounds", strconv.Itoa(rounds), "--per-round", strconv.Itoa(trainers),
+		"--quorum", strconv.Itoa(trainers), "--round-timeout", "120s", "--retry", "2s")
+	// The aggregator evaluates nothing: both sides time training, transfer and the vote.
+	for i := range c.homes {
+		c.start(i)
+	}
+	c.waitRound(rounds, 10*time.Minute, 0)
+	s, err := c.status(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rss []float64
+	for i := 1; i <= trainers; i++ {
+		rss = append(rss, vmHWM(b, c.procs[i].cmd.Process.Pid))
+	}
+	aggRSS := vmHWM(b, c.procs[0].cmd.Process.Pid)
+	for i := range c.homes {
+		c.stop(i)
+	}
+	var loop []float64
+	for _, r := range s.Rounds[1:] {
+		loop = append(loop, r.SimMs/1000) // closed_ms - started_ms on the aggregator's clock
+	}
+
+	rep, err := simnet.Run(context.Background(), simnet.Config{Scenario: "frl-mnist", Peers: 1000, PerRound: trainers,
+		Partition: "iid", Rounds: rounds, Seed: 1}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sim []float64
+	for _, r := range rep.Rounds[1:] {
+		sim = append(sim, r.WallMs/1000)
+	}
+	slices.Sort(rss)
+	b.ReportMetric(mean(loop), "loopback-s/round")
+	b.ReportMetric(mean(sim), "sim-s/round")
+	b.ReportMetric(mean(loop)/mean(sim), "loopback/sim")
+	b.ReportMetric(rss[len(rss)-1], "trainer-peak-MiB")
+	b.ReportMetric(rss[len(rss)/2], "trainer-median-MiB")
+	b.ReportMetric(aggRSS, "aggregator-peak-MiB")
+}
+
+func mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+// vmHWM is a process's peak resident set size in MiB (Linux).
+func vmHWM(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	tb.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
