@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -323,8 +324,9 @@ func (d *daemon) prepare(ctx context.Context, key crypto.PrivKey, nc node.Config
 	members := append(slices.Clone(g.Members), g.Aggregator)
 	aggregator := g.Aggregator
 	fed := nc.Federation
+	var newest atomic.Uint64 // the highest round announced so far
 	if err := d.host.Join(p2p.Federation{ID: fed, Members: members, Validate: func(from string, b []byte) error {
-		return validateAnnouncement(fed, aggregator, from, b, int(d.maxAnnounce()))
+		return validateAnnouncement(fed, aggregator, from, b, p2p.DefaultMaxAnnounceBytes, &newest)
 	}}); err != nil {
 		return err
 	}
@@ -368,8 +370,6 @@ func (d *daemon) prepare(ctx context.Context, key crypto.PrivKey, nc node.Config
 		"members", len(g.Members), "rounds", g.Rounds)
 	return nil
 }
-
-func (d *daemon) maxAnnounce() int64 { return p2p.DefaultMaxAnnounceBytes }
 
 // loadData reads the peer's training shard (trainers) and test set (if
 // configured) and converts them for the task.
@@ -438,8 +438,11 @@ func verifyPeer(from node.PeerID, msg, sig []byte) error {
 
 // validateAnnouncement is gossipsub's check of an announcement: a
 // decodable envelope of our federation, a RoundStart or RoundResult, from
-// the aggregator.
-func validateAnnouncement(fed, aggregator, from string, b []byte, maxBytes int) error {
+// the aggregator, and not stale: an announcement of a round older than the
+// one before the newest seen is dropped without penalty (p2p.ErrIgnore; it
+// may be a late gossip of an honest peer). newest is shared by the
+// concurrent validators.
+func validateAnnouncement(fed, aggregator, from string, b []byte, maxBytes int, newest *atomic.Uint64) error {
 	env, err := wire.Unmarshal(b, maxBytes)
 	if err != nil {
 		return err
@@ -447,15 +450,27 @@ func validateAnnouncement(fed, aggregator, from string, b []byte, maxBytes int) 
 	if f := env.GetFederation(); f != fed {
 		return fmt.Errorf("federation %q, not ours", f)
 	}
-	switch env.GetBody().(type) {
-	case *wire.Envelope_RoundStart, *wire.Envelope_RoundResult:
+	var round uint64
+	switch body := env.GetBody().(type) {
+	case *wire.Envelope_RoundStart:
+		round = body.RoundStart.GetRound()
+	case *wire.Envelope_RoundResult:
+		round = body.RoundResult.GetRound()
 	default:
 		return fmt.Errorf("a %s is not an announcement", wire.Kind(env))
 	}
 	if from != aggregator {
 		return fmt.Errorf("announcement authored by %s, not the aggregator", from)
 	}
-	return nil
+	for {
+		n := newest.Load()
+		if round+1 < n {
+			return fmt.Errorf("%w: round %d is stale (round %d announced)", p2p.ErrIgnore, round, n)
+		}
+		if round <= n || newest.CompareAndSwap(n, round) {
+			return nil
+		}
+	}
 }
 
 // keepConnected dials the bootstrap addresses at start and whenever this

@@ -95,8 +95,11 @@ func statusFromStore(st storage.Store, g *genesis.Genesis, self string) Status {
 			rr := report.RoundReport{
 				Round: res.Round, Selected: len(res.Selected), Accepted: res.Accepted,
 				RejectedByReason: res.Rejected, ModelHash: hex.EncodeToString(res.ModelHash),
-				SimMs: float64(res.ClosedMs - res.StartedMs),
+				SimMs:   float64(res.ClosedMs - res.StartedMs),
+				BytesUp: res.BytesUp, BytesDown: res.BytesDown,
 			}
+			s.BytesUpTotal += res.BytesUp
+			s.BytesDownTotal += res.BytesDown
 			for _, n := range res.Rejected {
 				rr.Rejected += n
 			}
@@ -106,6 +109,9 @@ func statusFromStore(st storage.Store, g *genesis.Genesis, self string) Status {
 				s.BestAccuracy = max(s.BestAccuracy, e.Accuracy)
 			}
 			s.Rounds = append(s.Rounds, rr)
+		}
+		if accepted := sumAccepted(s.Rounds); accepted > 0 {
+			s.BytesUpPerUpdate = float64(s.BytesUpTotal) / float64(accepted)
 		}
 		s.Model.Hash = hex.EncodeToString(last.ModelHash)
 		s.Daemon.Round, s.Daemon.ModelHash = last.Round, s.Model.Hash
@@ -211,4 +217,12 @@ func readPeerID(home string) (string, error) {
 		return "", err
 	}
 	return k, nil
+}
+
+func sumAccepted(rounds []report.RoundReport) int {
+	n := 0
+	for _, r := range rounds {
+		n += r.Accepted
+	}
+	return n
 }

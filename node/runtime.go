@@ -75,6 +75,14 @@ type Runtime struct {
 	timerGen map[TimerID]uint64
 	gen      uint64
 	roundT0  time.Time // when the open round began (aggregator) or was announced (trainer)
+	// up and down count the protocol bytes received and sent (per
+	// recipient) since the open round began; a commit records them.
+	up, down int64
+	// stored is the sender of the update persisted by the step being
+	// carried out (aggregator): an accepted UpdateAck to another peer
+	// acknowledges again an update accepted before (a resend after a lost
+	// ack), which is not counted as accepted twice.
+	stored PeerID
 
 	mu     sync.Mutex
 	status RuntimeStatus
@@ -315,6 +323,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 				continue
 			}
 			r.cfg.Metrics.received(wire.Kind(msg), len(in.data))
+			r.up += int64(len(in.data))
 			ev = Recv{From: in.from, Msg: msg}
 		case f := <-r.timerC:
 			if r.timerGen[f.id] != f.gen {
@@ -362,6 +371,7 @@ func (r *Runtime) rejectMessage(from PeerID, reason string, err error) {
 // step feeds one event to the machine and carries out its actions in order.
 func (r *Runtime) step(ctx context.Context, ev Event) error {
 	now := r.cfg.Now()
+	r.stored = ""
 	for _, a := range r.m.Step(now.UnixMilli(), ev) {
 		if err := r.do(ctx, now, a); err != nil {
 			return err
@@ -379,6 +389,9 @@ func (r *Runtime) do(ctx context.Context, now time.Time, a Action) error {
 			return fmt.Errorf("node: persist: %w", err)
 		}
 		r.cfg.Metrics.persisted(time.Since(start))
+		if a.Update != nil {
+			r.stored = a.Update.From
+		}
 	case Send:
 		if ack := a.Msg.GetUpdateAck(); ack != nil {
 			r.acked(a.To, ack)
@@ -428,7 +441,10 @@ func (r *Runtime) persist(p Persist) error {
 	case p.Update != nil:
 		return st.AddUpdate(*p.Update)
 	case p.Commit != nil:
-		return st.Commit(*p.Commit)
+		c := *p.Commit
+		c.Result.BytesUp, c.Result.BytesDown = r.up, r.down
+		r.up, r.down = 0, 0
+		return st.Commit(c)
 	case p.Trainer != nil:
 		return st.PutTrainerRound(*p.Trainer)
 	case p.Result != nil:
@@ -448,14 +464,23 @@ func (r *Runtime) persist(p Persist) error {
 }
 
 // acked logs and counts the aggregator's verdict on an update as it leaves.
+// An acceptance is counted once: the ack of an update persisted by this
+// step; an ack sent again for a resent update is only logged.
 func (r *Runtime) acked(to PeerID, ack *wire.UpdateAck) {
+	again := ack.GetAccepted() && to != r.stored
 	r.mu.Lock()
-	if ack.GetAccepted() {
+	switch {
+	case again:
+	case ack.GetAccepted():
 		r.status.Accepted++
-	} else {
+	default:
 		r.status.RejectedByReason[ack.GetReason()]++
 	}
 	r.mu.Unlock()
+	if again {
+		r.log.Info("update acknowledged again (a resend of an accepted update)", "from", to, "round", ack.GetRound())
+		return
+	}
 	if ack.GetAccepted() {
 		r.log.Info("update accepted", "from", to, "round", ack.GetRound())
 		r.cfg.Metrics.updateAccepted()
@@ -477,6 +502,11 @@ func (r *Runtime) send(ctx context.Context, to PeerID, msg *wire.Envelope) {
 		return
 	}
 	kind := wire.Kind(msg)
+	if to == "" {
+		r.down += int64(len(b) * max(len(r.cfg.Machine.Members), 1))
+	} else {
+		r.down += int64(len(b))
+	}
 	go func() {
 		sctx, cancel := context.WithTimeout(ctx, r.cfg.SendTimeout)
 		defer cancel()

@@ -61,6 +61,10 @@ type Result struct {
 	Rejected      map[string]int `json:"rejected,omitempty"` // count per reason
 	StartedMs     int64          `json:"started_ms"`
 	ClosedMs      int64          `json:"closed_ms"`
+	// BytesUp and BytesDown are the protocol bytes the aggregator received
+	// and sent (per recipient) while the round was open.
+	BytesUp   int64 `json:"bytes_up,omitempty"`
+	BytesDown int64 `json:"bytes_down,omitempty"`
 	// Eval is the model's score on the peer's test set, once evaluated.
 	Eval *Eval `json:"eval,omitempty"`
 }
