@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,20 +44,22 @@ var rejectLogMsg = map[string]string{
 	p2pRejected:      `msg="refused by the p2p layer"`,
 }
 
-// rejectEnv is a running aggregator daemon and the peers that talk to it.
+// shardSamples is the size of the members' synthetic training shard, the
+// sample count their updates claim.
+const shardSamples = 16
+
+// rejectEnv is a running aggregator daemon, as the test sees it.
 type rejectEnv struct {
-	t       *testing.T
-	api     string
-	aggID   string
-	aggPID  peer.ID
-	addrs   []string
-	logs    *syncBuffer
-	fed     string
-	model   []byte // round 1's model hash
-	maxMsg  int    // the daemon's direct-message limit
-	maxUpd  int    // genesis max_update_bytes
-	expect  map[string]int
-	metrics map[string]float64 // last scrape
+	api    string // the HTTP API's URL
+	aggID  string
+	aggPID peer.ID
+	addrs  []string // its libp2p addresses
+	logs   *syncBuffer
+	fed    string
+	model  []byte         // round 1's model hash
+	maxMsg int            // the daemon's direct-message limit
+	maxUpd int            // genesis max_update_bytes
+	expect map[string]int // the round's update rejections so far, by reason
 }
 
 // TestDaemonRejects runs a real aggregator daemon (libp2p host, Badger
@@ -141,7 +144,12 @@ func TestDaemonRejects(t *testing.T) {
 	go func() {
 		var tr trained
 		defer func() { trainedC <- tr }()
-		tk, err := gen.BuildTask(task.Data{Train: syntheticInputs(t, 64), Parts: data.Partition{seq(64)}})
+		in, err := syntheticInputs(shardSamples)
+		if err != nil {
+			tr.err = err
+			return
+		}
+		tk, err := gen.BuildTask(task.Data{Train: in, Parts: data.Partition{seq(shardSamples)}})
 		if err != nil {
 			tr.err = err
 			return
@@ -150,14 +158,17 @@ func TestDaemonRejects(t *testing.T) {
 			return
 		}
 		tr.spec = tk.(*task.FRL).Spec()
-		for s := range uint64(4) {
-			p, err := tk.Train(task.Job{Client: 0, Round: 1, Model: tr.init, Seed: 100 + s})
-			if err != nil {
-				tr.err = err
-				return
-			}
-			tr.payloads = append(tr.payloads, p)
+		// Train is safe for concurrent use.
+		tr.payloads = make([][]byte, 4)
+		errs := make([]error, 4)
+		var wg sync.WaitGroup
+		for i := range tr.payloads {
+			wg.Go(func() {
+				tr.payloads[i], errs[i] = tk.Train(task.Job{Client: 0, Round: 1, Model: tr.init, Seed: 100 + uint64(i)})
+			})
 		}
+		wg.Wait()
+		tr.err = errors.Join(errs...)
 	}()
 
 	// The daemon.
@@ -192,8 +203,9 @@ func TestDaemonRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &rejectEnv{t: t, api: ready.api, aggID: aggID, aggPID: aggPID, addrs: ready.addrs, logs: logs, fed: fed,
-		maxMsg: max(int(nc.MaxUpdateBytes), nc.ChunkBytes) + 1<<20, maxUpd: maxUpdate, expect: map[string]int{}}
+	e := &rejectEnv{api: ready.api, aggID: aggID, aggPID: aggPID, addrs: ready.addrs, logs: logs, fed: fed,
+		// The direct-message limit as Run sizes it (p2p.Config.MaxMessageBytes).
+		maxMsg: max(nc.MaxUpdateBytes, nc.ChunkBytes) + 1<<20, maxUpd: maxUpdate, expect: map[string]int{}}
 	waitFor(t, "round 1 open", 10*time.Second, func() bool {
 		s, err := getStatus(e.api)
 		return err == nil && s.Daemon.Round == 1 && s.Daemon.ModelHash != ""
@@ -255,7 +267,7 @@ func TestDaemonRejects(t *testing.T) {
 			s.Reset()
 			t.Error("the outsider opened a stream to the daemon")
 		}
-		if err := x.h.Send(sctx, aggID, e.update(1, e.model, payloadA, 60, x.key)); err == nil {
+		if err := x.h.Send(sctx, aggID, e.update(1, e.model, payloadA, shardSamples, x.key)); err == nil {
 			t.Error("the outsider's Send succeeded")
 		}
 	})
@@ -303,29 +315,29 @@ func TestDaemonRejects(t *testing.T) {
 		from         *testPeer
 		msg          func() []byte
 	}{
-		{"wrong-round/future", string(node.RejectWrongRound), a, func() []byte { return e.update(2, e.model, payloadA, 60, a.key) }},
-		{"wrong-round/stale", string(node.RejectWrongRound), a, func() []byte { return e.update(0, e.model, payloadA, 60, a.key) }},
-		{"wrong-model", string(node.RejectWrongModel), a, func() []byte { return e.update(1, sha("another model"), payloadA, 60, a.key) }},
-		{"not-selected", string(node.RejectNotSelected), u, func() []byte { return e.update(1, e.model, payloadA, 60, u.key) }},
-		{"bad-signature/other-key", string(node.RejectBadSignature), a, func() []byte { return e.update(1, e.model, payloadA, 60, b.key) }},
+		{"wrong-round/future", string(node.RejectWrongRound), a, func() []byte { return e.update(2, e.model, payloadA, shardSamples, a.key) }},
+		{"wrong-round/stale", string(node.RejectWrongRound), a, func() []byte { return e.update(0, e.model, payloadA, shardSamples, a.key) }},
+		{"wrong-model", string(node.RejectWrongModel), a, func() []byte { return e.update(1, sha("another model"), payloadA, shardSamples, a.key) }},
+		{"not-selected", string(node.RejectNotSelected), u, func() []byte { return e.update(1, e.model, payloadA, shardSamples, u.key) }},
+		{"bad-signature/other-key", string(node.RejectBadSignature), a, func() []byte { return e.update(1, e.model, payloadA, shardSamples, b.key) }},
 		{"bad-signature/garbage", string(node.RejectBadSignature), a, func() []byte {
 			sig := make([]byte, 64)
 			rand.Read(sig)
-			return e.updateSig(fed, 1, e.model, payloadA, 60, sig)
+			return e.updateSig(fed, 1, e.model, payloadA, shardSamples, sig)
 		}},
-		{"bad-signature/none", string(node.RejectBadSignature), a, func() []byte { return e.updateSig(fed, 1, e.model, payloadA, 60, nil) }},
+		{"bad-signature/none", string(node.RejectBadSignature), a, func() []byte { return e.updateSig(fed, 1, e.model, payloadA, shardSamples, nil) }},
 		{"bad-signature/other-federation", string(node.RejectBadSignature), a, func() []byte {
 			// Signed for another federation, replayed in ours.
 			sig, err := a.key.Sign(node.SignedUpdate(otherFed, 1, e.model, node.Hash(payloadA)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			return e.updateSig(fed, 1, e.model, payloadA, 60, sig)
+			return e.updateSig(fed, 1, e.model, payloadA, shardSamples, sig)
 		}},
 		{"bad-samples/zero", string(node.RejectBadSamples), a, func() []byte { return e.update(1, e.model, payloadA, 0, a.key) }},
-		{"bad-samples/negative", string(node.RejectBadSamples), a, func() []byte { return e.update(1, e.model, payloadA, -60, a.key) }},
+		{"bad-samples/negative", string(node.RejectBadSamples), a, func() []byte { return e.update(1, e.model, payloadA, -shardSamples, a.key) }},
 		{"oversized-payload", string(node.RejectOversized), a, func() []byte {
-			return e.update(1, e.model, append(slices.Clone(payloadA), make([]byte, e.maxUpd+1-len(payloadA))...), 60, a.key)
+			return e.update(1, e.model, append(slices.Clone(payloadA), make([]byte, e.maxUpd+1-len(payloadA))...), shardSamples, a.key)
 		}},
 		{"invalid-ranking/duplicate-index", string(node.RejectInvalidPayload), a, func() []byte {
 			order, err := tr.spec.DecodeFRLUpdate(payloadA, nil)
@@ -337,15 +349,15 @@ func TestDaemonRejects(t *testing.T) {
 			if _, err := tr.spec.DecodeFRLUpdate(bad, nil); !errors.Is(err, aggregate.ErrMalformed) {
 				t.Fatalf("the corrupted ranking decodes: %v", err)
 			}
-			return e.update(1, e.model, bad, 60, a.key)
+			return e.update(1, e.model, bad, shardSamples, a.key)
 		}},
 		{"invalid-ranking/truncated", string(node.RejectInvalidPayload), a, func() []byte {
-			return e.update(1, e.model, payloadA[:len(payloadA)-1], 60, a.key)
+			return e.update(1, e.model, payloadA[:len(payloadA)-1], shardSamples, a.key)
 		}},
 		{"invalid-ranking/garbage", string(node.RejectInvalidPayload), a, func() []byte {
 			junk := make([]byte, 1000)
 			rand.Read(junk)
-			return e.update(1, e.model, junk, 60, a.key)
+			return e.update(1, e.model, junk, shardSamples, a.key)
 		}},
 	}
 	for _, tc := range updates {
@@ -365,7 +377,7 @@ func TestDaemonRejects(t *testing.T) {
 		// Another federation's envelope is dropped before the protocol sees
 		// it (no ack, not one of the round's rejections).
 		e.expectRejected(t, messagesRejected, "wrong-federation", a.id, func() {
-			if err := a.h.Send(ctx, aggID, e.updateSig(otherFed, 1, e.model, payloadA, 60,
+			if err := a.h.Send(ctx, aggID, e.updateSig(otherFed, 1, e.model, payloadA, shardSamples,
 				mustSign(a.key, node.SignedUpdate(otherFed, 1, e.model, node.Hash(payloadA))))); err != nil {
 				t.Fatalf("send: %v", err)
 			}
@@ -458,7 +470,7 @@ func TestDaemonRejects(t *testing.T) {
 	})
 	t.Run("update/resend-identical", func(t *testing.T) {
 		before := e.scrape(t)
-		if err := a.h.Send(ctx, aggID, e.update(1, e.model, payloadA, 60, a.key)); err != nil {
+		if err := a.h.Send(ctx, aggID, e.update(1, e.model, payloadA, shardSamples, a.key)); err != nil {
 			t.Fatal(err)
 		}
 		if ack := a.nextAck(t, 10*time.Second); !ack.GetAccepted() {
@@ -482,7 +494,7 @@ func TestDaemonRejects(t *testing.T) {
 	t.Run("update/second-different", func(t *testing.T) {
 		reason := string(node.RejectDuplicate)
 		e.expectRejected(t, updatesRejected, reason, a.id, func() {
-			if err := a.h.Send(ctx, aggID, e.update(1, e.model, payloadA2, 60, a.key)); err != nil {
+			if err := a.h.Send(ctx, aggID, e.update(1, e.model, payloadA2, shardSamples, a.key)); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -613,7 +625,7 @@ func (e *rejectEnv) expectRejectedPolling(t *testing.T, metric, reason string, s
 func (e *rejectEnv) sendValid(t *testing.T, ctx context.Context, p *testPeer, payload []byte) {
 	t.Helper()
 	before := e.scrape(t)["fedrank_updates_accepted_total"]
-	if err := p.h.Send(ctx, e.aggID, e.update(1, e.model, payload, 64, p.key)); err != nil {
+	if err := p.h.Send(ctx, e.aggID, e.update(1, e.model, payload, shardSamples, p.key)); err != nil {
 		t.Fatal(err)
 	}
 	if ack := p.nextAck(t, 10*time.Second); !ack.GetAccepted() || ack.GetRound() != 1 {
@@ -633,7 +645,6 @@ func (e *rejectEnv) scrape(t testing.TB) map[string]float64 {
 	if err != nil {
 		t.Fatalf("the daemon stopped serving metrics: %v", err)
 	}
-	e.metrics = m
 	return m
 }
 
@@ -771,7 +782,7 @@ func mapsEqual(a, b map[string]int) bool {
 
 // syntheticInputs is n random 28x28 images of random labels: enough for a
 // trainer to produce real (if meaningless) rankings.
-func syntheticInputs(t testing.TB, n int) *model.Inputs {
+func syntheticInputs(n int) (*model.Inputs, error) {
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	set := &data.Set{N: n, Rows: 28, Cols: 28, Classes: 10, Pixels: make([]uint8, n*28*28), Labels: make([]uint8, n)}
 	for i := range set.Pixels {
@@ -782,9 +793,5 @@ func syntheticInputs(t testing.TB, n int) *model.Inputs {
 	for i := range set.Labels {
 		set.Labels[i] = uint8(rng.IntN(10))
 	}
-	in, err := model.NewInputs(set, data.MNISTMean, data.MNISTStd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
+	return model.NewInputs(set, data.MNISTMean, data.MNISTStd)
 }

@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +57,7 @@ type RunOptions struct {
 // Edge profile settings (Config.Profile "edge"): Badger's low-memory
 // options, a small libp2p memory budget and a soft Go memory limit.
 const (
-	edgeLibp2pMemory = 32 << 20
+	edgeLibp2pMemory = 64 << 20
 	edgeGoMemLimit   = 96 << 20
 )
 
@@ -222,8 +221,6 @@ type daemon struct {
 	self string
 	rt   *node.Runtime
 	tk   task.Task
-
-	mu sync.Mutex
 }
 
 // loadFederation finds the genesis to run: the option's, the config's, or
