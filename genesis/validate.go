@@ -90,6 +90,11 @@ func (g *Genesis) Validate() error {
 			return fieldErr(d.name, "%v is not a whole number of milliseconds", d.v)
 		}
 	}
+	if f.SilenceTimeout <= f.RoundTimeout {
+		// An unselected trainer hears nothing while a round runs to its
+		// deadline: a shorter silence timeout would cry wolf every round.
+		return fieldErr("silence_timeout", "%v, must be longer than round_timeout %v", f.SilenceTimeout, f.RoundTimeout)
+	}
 	for _, b := range []struct {
 		name string
 		v    int64

@@ -22,6 +22,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -183,8 +184,9 @@ func newSimFed(t *testing.T, o simOptions) *simFed {
 	all := append([]PeerID{f.agg.id}, f.members...)
 	aggID := f.agg.id
 	for _, p := range f.peers {
+		newest := new(atomic.Uint64)
 		err := p.host.Join(p2p.Federation{ID: simFedID, Members: all, Validate: func(from string, b []byte) error {
-			return validateSimAnnouncement(aggID, from, b)
+			return validateSimAnnouncement(aggID, from, b, newest)
 		}})
 		if err != nil {
 			t.Fatalf("%s: join: %v", p.name, err)
@@ -315,8 +317,10 @@ func (c *cutConn) WriteTo(b []byte, to net.Addr) (int, error) {
 
 // validateSimAnnouncement is the daemon's announcement check
 // (daemon/run.go validateAnnouncement, which node cannot import): a
-// RoundStart or RoundResult of our federation, authored by the aggregator.
-func validateSimAnnouncement(aggregator, from string, b []byte) error {
+// RoundStart or RoundResult of our federation, authored by the aggregator,
+// and not stale (older than the round before the newest announced, dropped
+// without penalty). newest is per host, shared by its validators.
+func validateSimAnnouncement(aggregator, from string, b []byte, newest *atomic.Uint64) error {
 	env, err := wire.Unmarshal(b, p2p.DefaultMaxAnnounceBytes)
 	if err != nil {
 		return err
@@ -324,15 +328,27 @@ func validateSimAnnouncement(aggregator, from string, b []byte) error {
 	if fed := env.GetFederation(); fed != simFedID {
 		return fmt.Errorf("federation %q, not ours", fed)
 	}
-	switch env.GetBody().(type) {
-	case *wire.Envelope_RoundStart, *wire.Envelope_RoundResult:
+	var round uint64
+	switch body := env.GetBody().(type) {
+	case *wire.Envelope_RoundStart:
+		round = body.RoundStart.GetRound()
+	case *wire.Envelope_RoundResult:
+		round = body.RoundResult.GetRound()
 	default:
 		return fmt.Errorf("a %s is not an announcement", wire.Kind(env))
 	}
 	if from != aggregator {
 		return fmt.Errorf("announcement authored by %s, not the aggregator", from)
 	}
-	return nil
+	for {
+		n := newest.Load()
+		if round+1 < n {
+			return fmt.Errorf("%w: round %d is stale (round %d announced)", p2p.ErrIgnore, round, n)
+		}
+		if round <= n || newest.CompareAndSwap(n, round) {
+			return nil
+		}
+	}
 }
 
 // verifySimPeer checks an update's signature against the key in the

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/fedrank/fedrank/p2p"
 )
 
 // TestLibp2pFederation: an aggregator and 30 trainers run four rounds of 10
@@ -63,9 +65,11 @@ func TestLibp2pFederation(t *testing.T) {
 		if st.AnnouncementsOut < 2*rounds || st.MessagesIn < 2*8*rounds {
 			t.Errorf("aggregator's p2p stats %+v: want >= %d announcements out, >= %d messages in", st, 2*rounds, 2*8*rounds)
 		}
+		// No message was refused (a late gossip of a stale round may be
+		// dropped by design: p2p.ReasonAnnounceIgnored).
 		for _, p := range f.peers {
 			for reason, n := range p.host.Stats().Rejected {
-				if n > 0 {
+				if n > 0 && reason != p2p.ReasonAnnounceIgnored {
 					t.Errorf("%s: p2p rejected %d messages (%s)", p.name, n, reason)
 				}
 			}

@@ -96,7 +96,10 @@ func (x *Host) connectOne(ctx context.Context, ai peer.AddrInfo) error {
 		return err
 	}
 	defer sub.Close()
-	if err := x.h.Connect(ctx, ai); err != nil {
+	// An explicit connect skips the swarm's dial backoff: after a long
+	// partition, failed dials would otherwise keep a healed peer away for
+	// minutes (backoff grows to 5 min); the caller's ticker paces retries.
+	if err := x.h.Connect(network.WithForceDirectDial(ctx, "fedrank: connect"), ai); err != nil {
 		return err
 	}
 	for {
