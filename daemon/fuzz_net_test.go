@@ -47,7 +47,7 @@ func FuzzValidateAnnouncement(f *testing.F) {
 			from = agg
 		}
 		// A fresh newest round per input: staleness is TestValidateAnnouncementStale's.
-		err := validateAnnouncement(fed, agg, from, b, limit, new(atomic.Uint64))
+		err := node.CheckAnnouncement(fed, agg, from, b, limit, new(atomic.Uint64))
 		env, derr := wire.Unmarshal(b, limit)
 		want := derr == nil && env.GetFederation() == fed && fromAggregator &&
 			(env.GetRoundStart() != nil || env.GetRoundResult() != nil)
@@ -90,7 +90,7 @@ func FuzzVerifyPeer(f *testing.F) {
 		case 2:
 			from = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N" // an RSA-style ID: no key inside
 		}
-		err := verifyPeer(from, m, s)
+		err := p2p.Verify(from, m, s)
 		if err != nil {
 			return
 		}
@@ -117,11 +117,11 @@ func TestValidateAnnouncementStale(t *testing.T) {
 		return b
 	}
 	for _, r := range []uint64{1, 2, 5, 4} {
-		if err := validateAnnouncement(fed, agg, agg, start(r), 1<<16, &newest); err != nil {
+		if err := validateAnnouncement(fed, agg, agg, start(r), &newest); err != nil {
 			t.Fatalf("round %d: %v", r, err)
 		}
 	}
-	if err := validateAnnouncement(fed, agg, agg, start(3), 1<<16, &newest); !errors.Is(err, p2p.ErrIgnore) {
+	if err := validateAnnouncement(fed, agg, agg, start(3), &newest); !errors.Is(err, p2p.ErrIgnore) {
 		t.Fatalf("round 3 after round 5: %v, want p2p.ErrIgnore", err)
 	}
 	if got := newest.Load(); got != 5 {

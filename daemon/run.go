@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,7 +32,6 @@ import (
 	"github.com/fedrank/fedrank/p2p"
 	"github.com/fedrank/fedrank/storage"
 	"github.com/fedrank/fedrank/task"
-	"github.com/fedrank/fedrank/wire"
 )
 
 // Version is announced by identify as the agent "fedrank/<Version>"; cmd/node
@@ -316,14 +314,14 @@ func (d *daemon) prepare(ctx context.Context, key crypto.PrivKey, nc node.Config
 	nc.InitialModel = init
 	nc.NewAggregator = func() (aggregate.Aggregator, error) { return tk.NewAggregator(g.AggregatorName) }
 	nc.Sign = key.Sign
-	nc.Verify = verifyPeer
+	nc.Verify = p2p.Verify
 
 	members := append(slices.Clone(g.Members), g.Aggregator)
 	aggregator := g.Aggregator
 	fed := nc.Federation
 	var newest atomic.Uint64 // the highest round announced so far
 	if err := d.host.Join(p2p.Federation{ID: fed, Members: members, Validate: func(from string, b []byte) error {
-		return validateAnnouncement(fed, aggregator, from, b, p2p.DefaultMaxAnnounceBytes, &newest)
+		return validateAnnouncement(fed, aggregator, from, b, &newest)
 	}}); err != nil {
 		return err
 	}
@@ -412,62 +410,15 @@ func trainSeed(seed, round uint64, self string) uint64 {
 	return seed ^ round*0x9e3779b97f4a7c15 ^ h
 }
 
-// verifyPeer checks an update's signature against the public key in the
-// sender's peer ID (Ed25519 IDs embed it).
-func verifyPeer(from node.PeerID, msg, sig []byte) error {
-	id, err := peer.Decode(from)
-	if err != nil {
-		return err
+// validateAnnouncement is gossipsub's check of an announcement
+// (node.CheckAnnouncement); a stale one is dropped without penalty
+// (p2p.ErrIgnore): it may be a late gossip of an honest peer.
+func validateAnnouncement(fed, aggregator, from string, b []byte, newest *atomic.Uint64) error {
+	err := node.CheckAnnouncement(fed, aggregator, from, b, p2p.DefaultMaxAnnounceBytes, newest)
+	if errors.Is(err, node.ErrStaleAnnouncement) {
+		return fmt.Errorf("%w: %v", p2p.ErrIgnore, err)
 	}
-	pub, err := id.ExtractPublicKey()
-	if err != nil {
-		return fmt.Errorf("no public key in peer ID %s: %w", from, err)
-	}
-	ok, err := pub.Verify(msg, sig)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errors.New("signature does not verify")
-	}
-	return nil
-}
-
-// validateAnnouncement is gossipsub's check of an announcement: a
-// decodable envelope of our federation, a RoundStart or RoundResult, from
-// the aggregator, and not stale: an announcement of a round older than the
-// one before the newest seen is dropped without penalty (p2p.ErrIgnore; it
-// may be a late gossip of an honest peer). newest is shared by the
-// concurrent validators.
-func validateAnnouncement(fed, aggregator, from string, b []byte, maxBytes int, newest *atomic.Uint64) error {
-	env, err := wire.Unmarshal(b, maxBytes)
-	if err != nil {
-		return err
-	}
-	if f := env.GetFederation(); f != fed {
-		return fmt.Errorf("federation %q, not ours", f)
-	}
-	var round uint64
-	switch body := env.GetBody().(type) {
-	case *wire.Envelope_RoundStart:
-		round = body.RoundStart.GetRound()
-	case *wire.Envelope_RoundResult:
-		round = body.RoundResult.GetRound()
-	default:
-		return fmt.Errorf("a %s is not an announcement", wire.Kind(env))
-	}
-	if from != aggregator {
-		return fmt.Errorf("announcement authored by %s, not the aggregator", from)
-	}
-	for {
-		n := newest.Load()
-		if round+1 < n {
-			return fmt.Errorf("%w: round %d is stale (round %d announced)", p2p.ErrIgnore, round, n)
-		}
-		if round <= n || newest.CompareAndSwap(n, round) {
-			return nil
-		}
-	}
+	return err
 }
 
 // keepConnected dials the bootstrap addresses at start and whenever this

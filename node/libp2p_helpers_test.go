@@ -31,12 +31,10 @@ import (
 	"github.com/fedrank/fedrank/aggregate"
 	"github.com/fedrank/fedrank/p2p"
 	"github.com/fedrank/fedrank/storage"
-	"github.com/fedrank/fedrank/wire"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
@@ -316,60 +314,13 @@ func (c *cutConn) WriteTo(b []byte, to net.Addr) (int, error) {
 }
 
 // validateSimAnnouncement is the daemon's announcement check
-// (daemon/run.go validateAnnouncement, which node cannot import): a
-// RoundStart or RoundResult of our federation, authored by the aggregator,
-// and not stale (older than the round before the newest announced, dropped
-// without penalty). newest is per host, shared by its validators.
+// (daemon/run.go validateAnnouncement) for the simulated federation.
 func validateSimAnnouncement(aggregator, from string, b []byte, newest *atomic.Uint64) error {
-	env, err := wire.Unmarshal(b, p2p.DefaultMaxAnnounceBytes)
-	if err != nil {
-		return err
+	err := CheckAnnouncement(simFedID, aggregator, from, b, p2p.DefaultMaxAnnounceBytes, newest)
+	if errors.Is(err, ErrStaleAnnouncement) {
+		return fmt.Errorf("%w: %v", p2p.ErrIgnore, err)
 	}
-	if fed := env.GetFederation(); fed != simFedID {
-		return fmt.Errorf("federation %q, not ours", fed)
-	}
-	var round uint64
-	switch body := env.GetBody().(type) {
-	case *wire.Envelope_RoundStart:
-		round = body.RoundStart.GetRound()
-	case *wire.Envelope_RoundResult:
-		round = body.RoundResult.GetRound()
-	default:
-		return fmt.Errorf("a %s is not an announcement", wire.Kind(env))
-	}
-	if from != aggregator {
-		return fmt.Errorf("announcement authored by %s, not the aggregator", from)
-	}
-	for {
-		n := newest.Load()
-		if round+1 < n {
-			return fmt.Errorf("%w: round %d is stale (round %d announced)", p2p.ErrIgnore, round, n)
-		}
-		if round <= n || newest.CompareAndSwap(n, round) {
-			return nil
-		}
-	}
-}
-
-// verifySimPeer checks an update's signature against the key in the
-// sender's peer ID (the daemon's verifyPeer).
-func verifySimPeer(from PeerID, msg, sig []byte) error {
-	id, err := peer.Decode(from)
-	if err != nil {
-		return err
-	}
-	pub, err := id.ExtractPublicKey()
-	if err != nil {
-		return err
-	}
-	ok, err := pub.Verify(msg, sig)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errors.New("signature does not verify")
-	}
-	return nil
+	return err
 }
 
 // start opens a store and a runtime per peer, with f.Cfg, and runs them:
@@ -384,7 +335,7 @@ func (f *simFed) start() {
 		}
 		p.store = st
 		mc := f.Cfg
-		mc.Sign, mc.Verify = p.key.Sign, verifySimPeer
+		mc.Sign, mc.Verify = p.key.Sign, p2p.Verify
 		rc := RuntimeConfig{Store: st, Transport: p.host, Logger: p.logger("node"), SendTimeout: 5 * time.Second}
 		if p == f.agg {
 			mc = aggConfig(mc)

@@ -93,27 +93,19 @@ func parseShard(args []string, stderr io.Writer) (shardOptions, error) {
 	return o, nil
 }
 
-func shardUsage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintln(w, "usage: node shard --partition SPEC --peers N --out DIR [flags]")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Splits the MNIST training set among N peers exactly as `node sim` does for the")
-	fmt.Fprintln(w, "same --partition, --peers and --seed, and writes each peer's share as MNIST IDX")
-	fmt.Fprintln(w, "files (train-images-idx3-ubyte, train-labels-idx1-ubyte) into DIR/peer-000,")
-	fmt.Fprintln(w, "DIR/peer-001, ...: the data directories of daemon members. Prints one line per")
-	fmt.Fprintln(w, "shard: its directory, its samples and its samples per class.")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Flags:")
-	fs.VisitAll(func(f *flag.Flag) {
-		arg, help := flag.UnquoteUsage(f)
-		if arg != "" {
-			arg = " " + arg
-		}
-		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
-			help += " (default " + f.DefValue + ")"
-		}
-		fmt.Fprintf(w, "  --%s%s\n        %s\n", f.Name, arg, help)
-	})
+var shardCmd = cmdSpec{
+	name:     "node shard",
+	synopsis: "node shard --partition SPEC --peers N --out DIR [flags]",
+	about: []string{
+		"Splits the MNIST training set among N peers exactly as `node sim` does for the",
+		"same --partition, --peers and --seed, and writes each peer's share as MNIST IDX",
+		"files (train-images-idx3-ubyte, train-labels-idx1-ubyte) into DIR/peer-000,",
+		"DIR/peer-001, ...: the data directories of daemon members. Prints one line per",
+		"shard: its directory, its samples and its samples per class.",
+	},
 }
+
+func shardUsage(fs *flag.FlagSet, w io.Writer) { cmdUsage(fs, shardCmd, w) }
 
 // runShard is `node shard`.
 func runShard(args []string, stdout, stderr io.Writer) int {

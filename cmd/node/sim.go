@@ -134,22 +134,17 @@ func parseSim(args []string, stderr io.Writer) (simOptions, error) {
 }
 
 // simUsage prints the flags of `node sim` as DESIGN.md writes them, with two dashes.
-func simUsage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintln(w, "usage: node sim [flags]")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Runs a simulated federation: a progress bar on stderr, then a summary table on stdout")
-	fmt.Fprintln(w, "(or, with --json, report.json). Flags left out take the scenario's defaults;")
-	fmt.Fprintln(w, "--list shows the scenarios, aggregators, attacks and network profiles.")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Flags:")
-	fs.VisitAll(func(f *flag.Flag) {
-		arg, help := flag.UnquoteUsage(f)
-		if arg != "" {
-			arg = " " + arg
-		}
-		fmt.Fprintf(w, "  --%s%s\n        %s\n", f.Name, arg, help)
-	})
+var simCmd = cmdSpec{
+	name:     "node sim",
+	synopsis: "node sim [flags]",
+	about: []string{
+		"Runs a simulated federation: a progress bar on stderr, then a summary table on stdout",
+		"(or, with --json, report.json). Flags left out take the scenario's defaults;",
+		"--list shows the scenarios, aggregators, attacks and network profiles.",
+	},
 }
+
+func simUsage(fs *flag.FlagSet, w io.Writer) { cmdUsage(fs, simCmd, w) }
 
 // checkGivenZeros rejects a flag given as zero (or "") that simnet would
 // replace with the scenario's default: Config cannot tell "0" from "unset", so
