@@ -160,7 +160,7 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	if err := cfg.Machine.Validate(); err != nil {
 		return nil, err
 	}
-	rec, err := readRecovered(cfg.Store, cfg.Machine)
+	rec, err := Recover(cfg.Store, cfg.Machine)
 	if err != nil {
 		return nil, err
 	}
@@ -202,8 +202,11 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	return r, nil
 }
 
-// readRecovered reads what the store holds for Restore.
-func readRecovered(st storage.Store, cfg Config) (Recovered, error) {
+// Recover reads what a peer's store holds, for Restore: the daemon's
+// runtime and the simulator's restarted aggregator recover through it. An
+// aggregator's initial model is stored first, so that round 1's model is
+// always in its store.
+func Recover(st storage.Store, cfg Config) (Recovered, error) {
 	var rec Recovered
 	model := func(h []byte) ([]byte, error) {
 		if len(h) == 0 {

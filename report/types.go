@@ -56,11 +56,25 @@ type RoundReport struct {
 	// update ("wrong-round", "bad-signature", ... as node.Reason names them);
 	// absent when nothing was rejected or the driver does not tell reasons apart.
 	RejectedByReason map[string]int `json:"rejected_by_reason,omitempty"`
-	BytesUp          int64          `json:"bytes_up"`
-	BytesDown        int64          `json:"bytes_down"`
-	SimMs            float64        `json:"sim_ms"`
-	WallMs           float64        `json:"wall_ms"`
-	ModelHash        string         `json:"model_hash"`
+	// Dropped is the number of accepted updates a robust aggregator left out
+	// of the round's model (outliers of vote-robust, the updates Multi-Krum
+	// did not pick); DroppedAttackers how many of them came from attackers
+	// (the simulator knows; a daemon leaves it 0).
+	Dropped          int `json:"dropped,omitempty"`
+	DroppedAttackers int `json:"dropped_attackers,omitempty"`
+	// Late counts updates that reached the aggregator after their round had
+	// closed; Lost the updates the network lost (counted once per update,
+	// however many resends were lost).
+	Late int `json:"late,omitempty"`
+	Lost int `json:"lost,omitempty"`
+	// Faults names the faults that hit the round ("partition", "churn",
+	// "aggregator-crash", ...), for the table and the plots.
+	Faults    []string `json:"faults,omitempty"`
+	BytesUp   int64    `json:"bytes_up"`
+	BytesDown int64    `json:"bytes_down"`
+	SimMs     float64  `json:"sim_ms"`
+	WallMs    float64  `json:"wall_ms"`
+	ModelHash string   `json:"model_hash"`
 	// Metrics holds what an aggregator reports about its round, e.g. the
 	// fraction of energy lora-svd's truncation dropped ("svd_dropped", and
 	// per layer "svd_dropped_l0", ...).
