@@ -25,6 +25,7 @@ type updateSet struct {
 	rows  [][]float32 // rows[:n] are this round's updates; the rest are spare
 	n     int
 	views [][]float32 // per-layer views into the row being decoded
+	drops roundPeers
 }
 
 func newUpdateSet(spec Spec) (updateSet, error) {
@@ -45,6 +46,7 @@ func (s *updateSet) Begin(round uint64, global []byte) error {
 		return err
 	}
 	s.n = 0
+	s.drops.begin()
 	return nil
 }
 
@@ -63,6 +65,7 @@ func (s *updateSet) Add(u Update) error {
 		return fmt.Errorf("update from %s: %w", u.Peer, err)
 	}
 	s.n++
+	s.drops.accept(u.Peer)
 	return nil
 }
 
@@ -218,6 +221,10 @@ func (k *MultiKrum) Name() string { return "multi-krum" }
 // Finalize averaged, ascending.
 func (k *MultiKrum) Selected() []int { return slices.Clone(k.selected) }
 
+// Dropped implements DropReporter: the updates the last Finalize did not
+// select.
+func (k *MultiKrum) Dropped() []string { return k.drops.list() }
+
 // Finalize implements Aggregator.
 func (k *MultiKrum) Finalize() ([]byte, error) {
 	n := k.n
@@ -263,6 +270,7 @@ func (k *MultiKrum) Finalize() ([]byte, error) {
 		return 0
 	})
 	k.selected = slices.Sorted(slices.Values(byScore[:m]))
+	k.drops.finalize(func(i int) bool { _, ok := slices.BinarySearch(k.selected, i); return ok })
 
 	sum := make([]float64, k.total)
 	for _, i := range k.selected {

@@ -21,6 +21,7 @@ type rankingInput struct {
 		Add(layers [][]uint32) error
 	}
 	ranks [][]uint32 // decode buffer
+	drops roundPeers
 }
 
 // Begin implements Aggregator: the global model must be an FRL model of this
@@ -30,6 +31,7 @@ func (r *rankingInput) Begin(round uint64, global []byte) error {
 		return err
 	}
 	r.count.Reset()
+	r.drops.begin()
 	return nil
 }
 
@@ -45,6 +47,7 @@ func (r *rankingInput) Add(u Update) error {
 	if err := r.count.Add(ranks); err != nil {
 		return fmt.Errorf("update from %s: %w: %w", u.Peer, ErrMalformed, err)
 	}
+	r.drops.accept(u.Peer)
 	return nil
 }
 
@@ -129,10 +132,23 @@ func (v *FilteredVote) Name() string { return "vote-robust" }
 // last Finalize counted it.
 func (v *FilteredVote) Kept() []bool { return v.vote.Kept() }
 
+// Distances returns, for each update of the round in the order of Add, its
+// distance to the consensus as the last Finalize measured it.
+func (v *FilteredVote) Distances() []float64 { return v.vote.Distances() }
+
+// Limit is the largest distance the last Finalize kept.
+func (v *FilteredVote) Limit() float64 { return v.vote.Limit() }
+
+// Dropped implements DropReporter: the voters the last Finalize filtered out.
+func (v *FilteredVote) Dropped() []string { return v.drops.list() }
+
 // Finalize implements Aggregator.
 func (v *FilteredVote) Finalize() ([]byte, error) {
 	if v.vote.Voters() == 0 {
 		return nil, ErrNoUpdates
 	}
-	return v.spec.EncodeFRLModel(v.vote.Result(nil)), nil
+	order := v.vote.Result(nil)
+	kept := v.vote.Kept()
+	v.drops.finalize(func(i int) bool { return kept[i] })
+	return v.spec.EncodeFRLModel(order), nil
 }

@@ -204,6 +204,7 @@ type FilteredVote struct {
 	cons   []uint32     // consensus order of one layer
 	cpos   []uint32     // consensus positions of one layer
 	dist   []float64
+	limit  float64
 	kept   []bool
 	layers [][]uint32 // one voter's rankings, views into med
 }
@@ -231,12 +232,16 @@ func (v *FilteredVote) Voters() int { return v.med.Voters() }
 func (v *FilteredVote) Add(layers [][]uint32) error { return v.med.Add(layers) }
 
 // Distances returns the distance of each voter (in the order of Add) to the
-// consensus, as computed by the last Result.
+// consensus, as computed by the last Result (or Filter).
 func (v *FilteredVote) Distances() []float64 { return slices.Clone(v.dist) }
 
 // Kept reports, for each voter in the order of Add, whether the last Result
-// counted it.
+// counted it (or Filter would have).
 func (v *FilteredVote) Kept() []bool { return slices.Clone(v.kept) }
+
+// Limit is the largest distance the last Result (or Filter) kept:
+// HampelLimit of Distances.
+func (v *FilteredVote) Limit() float64 { return v.limit }
 
 // Result writes into orders (one ranking per layer, each resized to its
 // layer's size and allocated if short; orders itself is allocated if its
@@ -250,32 +255,7 @@ func (v *FilteredVote) Result(orders [][]uint32) [][]uint32 {
 	if len(orders) != len(m.sizes) {
 		orders = make([][]uint32, len(m.sizes))
 	}
-	v.dist = append(v.dist[:0], make([]float64, k)...)
-	layers := 0
-	for l, n := range m.sizes {
-		if n < 2 || k == 0 {
-			continue
-		}
-		layers++
-		v.cons = m.Result(l, v.cons)
-		v.cpos = growUint32(v.cpos, n)
-		for i, e := range v.cons {
-			v.cpos[e] = uint32(i)
-		}
-		maxF := float64(uint64(n) * uint64(n) / 2)
-		off := m.offs[l]
-		for j, r := range m.ranks[:k] {
-			v.dist[j] += float64(footrule(r[off:off+n], v.cpos)) / maxF
-		}
-	}
-	for j := range v.dist {
-		v.dist[j] /= float64(max(layers, 1))
-	}
-	v.kept = append(v.kept[:0], make([]bool, k)...)
-	limit := hampelLimit(v.dist)
-	for j, d := range v.dist {
-		v.kept[j] = d <= limit
-	}
+	v.filter(nil)
 	v.borda.Reset()
 	for j, r := range m.ranks[:k] {
 		if !v.kept[j] {
@@ -294,8 +274,69 @@ func (v *FilteredVote) Result(orders [][]uint32) [][]uint32 {
 	return orders
 }
 
-// footrule is the Spearman footrule distance between ranking r and the
-// ranking whose positions are pos: the sum over i of |i - pos[r[i]]|.
+// Filter does the first half of Result: it measures every voter's distance to
+// the median-position consensus and decides which voters are kept (reported
+// by Distances, Kept and Limit), without counting the vote. It writes the
+// consensus of every layer into cons (each resized to its layer's size and
+// allocated if short; cons itself is allocated if its length is not the
+// number of layers) and returns it.
+func (v *FilteredVote) Filter(cons [][]uint32) [][]uint32 {
+	if len(cons) != len(v.med.sizes) {
+		cons = make([][]uint32, len(v.med.sizes))
+	}
+	v.filter(cons)
+	return cons
+}
+
+// filter measures the voters against the consensus, writing it into cons
+// unless cons is nil.
+func (v *FilteredVote) filter(cons [][]uint32) {
+	m := v.med
+	k := m.voters
+	v.dist = append(v.dist[:0], make([]float64, k)...)
+	layers := 0
+	for l, n := range m.sizes {
+		c := v.cons
+		if cons != nil {
+			cons[l] = m.Result(l, cons[l])
+			c = cons[l]
+		}
+		if n < 2 || k == 0 {
+			continue
+		}
+		layers++
+		if cons == nil {
+			v.cons = m.Result(l, v.cons)
+			c = v.cons
+		}
+		v.cpos = growUint32(v.cpos, n)
+		for i, e := range c {
+			v.cpos[e] = uint32(i)
+		}
+		maxF := float64(uint64(n) * uint64(n) / 2)
+		off := m.offs[l]
+		for j, r := range m.ranks[:k] {
+			v.dist[j] += float64(footrule(r[off:off+n], v.cpos)) / maxF
+		}
+	}
+	for j := range v.dist {
+		v.dist[j] /= float64(max(layers, 1))
+	}
+	v.kept = append(v.kept[:0], make([]bool, k)...)
+	v.limit = HampelLimit(v.dist)
+	for j, d := range v.dist {
+		v.kept[j] = d <= v.limit
+	}
+}
+
+// Footrule is the Spearman footrule distance between ranking r and the
+// ranking whose positions are pos (pos[e] is the position of edge e): the sum
+// over i of |i - pos[r[i]]|. FilteredVote divides it by floor(n²/2), its
+// maximum over rankings of n edges. r and pos must have the same length and
+// hold a permutation of 0..len-1 (pos indexed by r's values).
+func Footrule(r, pos []uint32) uint64 { return footrule(r, pos) }
+
+// footrule is Footrule.
 func footrule(r, pos []uint32) uint64 {
 	var f uint64
 	for i, e := range r {
@@ -309,9 +350,10 @@ func footrule(r, pos []uint32) uint64 {
 	return f
 }
 
-// hampelLimit is the largest value of d that is not an outlier: median +
-// HampelK × MAD. 0 for an empty d.
-func hampelLimit(d []float64) float64 {
+// HampelLimit is the largest value of d that FilteredVote does not count as
+// an outlier: median + HampelK × MAD (the median absolute deviation from the
+// median). 0 for an empty d. d is not modified.
+func HampelLimit(d []float64) float64 {
 	if len(d) == 0 {
 		return 0
 	}

@@ -425,3 +425,87 @@ func TestFilteredVoteSingleIdenticalAndEmpty(t *testing.T) {
 		t.Errorf("no voters: not the identity")
 	}
 }
+
+// Filter is Result's measuring half: the median-position consensus, the
+// distances to it, the Hampel limit and the kept voters, without the vote.
+func TestFilteredVoteFilter(t *testing.T) {
+	rng := newRand(44)
+	sizes := []int{300, 0, 1, 40}
+	// Nine voters near one ranking, two sending its reverse: outliers.
+	base := randVoters(rng, sizes, 1)[0]
+	var voters [][][]uint32
+	for range 9 {
+		vr := make([][]uint32, len(sizes))
+		for l, n := range sizes {
+			vr[l] = slices.Clone(base[l])
+			if n >= 2 {
+				vr[l] = noisyCopy(rng, base[l], n/2)
+			}
+		}
+		voters = append(voters, vr)
+	}
+	rev := make([][]uint32, len(sizes))
+	for l := range sizes {
+		rev[l] = slices.Clone(base[l])
+		slices.Reverse(rev[l])
+	}
+	voters = append(voters, rev, rev)
+	v := NewFilteredVote(sizes)
+	med := NewTrimmedVote(sizes, 0.5)
+	for _, vr := range voters {
+		if err := v.Add(vr); err != nil {
+			t.Fatal(err)
+		}
+		if err := med.Add(vr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons := v.Filter(nil)
+	dist, kept, limit := v.Distances(), v.Kept(), v.Limit()
+	for l := range sizes {
+		if !slices.Equal(cons[l], med.Result(l, nil)) {
+			t.Fatalf("layer %d: not the median-position consensus", l)
+		}
+	}
+	// The distances by hand: the footrule over floor(n²/2), averaged over
+	// the layers of 2 edges or more (300 and 40).
+	for j, vr := range voters {
+		var d float64
+		for _, l := range []int{0, 3} {
+			pos := make([]uint32, sizes[l])
+			for i, e := range cons[l] {
+				pos[e] = uint32(i)
+			}
+			var f int
+			for i, e := range vr[l] {
+				f += max(i-int(pos[e]), int(pos[e])-i)
+			}
+			d += float64(f) / float64(sizes[l]*sizes[l]/2)
+		}
+		if d /= 2; math.Abs(d-dist[j]) > 1e-12 {
+			t.Fatalf("voter %d: distance %v, want %v", j, dist[j], d)
+		}
+	}
+	if limit != HampelLimit(dist) || kept[9] || kept[10] || slices.Contains(kept[:9], false) {
+		t.Errorf("limit %v (want %v), kept %v", limit, HampelLimit(dist), kept)
+	}
+	for j, d := range dist {
+		if kept[j] != (d <= limit) {
+			t.Errorf("voter %d at %v kept %v, limit %v", j, d, kept[j], limit)
+		}
+	}
+	// Result measures the same and keeps the given slices' memory.
+	v.Result(nil)
+	if !slices.Equal(v.Distances(), dist) || !slices.Equal(v.Kept(), kept) || v.Limit() != limit {
+		t.Error("Result and Filter measure differently")
+	}
+	again := v.Filter(cons)
+	if &again[0][0] != &cons[0][0] {
+		t.Error("Filter did not reuse the consensus slices")
+	}
+	// HampelLimit leaves its input alone.
+	d := []float64{3, 1, 2}
+	if math.Abs(HampelLimit(d)-(2+HampelK)) > 1e-12 || !slices.Equal(d, []float64{3, 1, 2}) {
+		t.Errorf("HampelLimit: %v, input now %v", HampelLimit(d), d)
+	}
+}

@@ -49,10 +49,7 @@ func WritePNG(w io.Writer, r *Report) error {
 }
 
 func renderChart(r *Report) *image.RGBA {
-	img := image.NewRGBA(image.Rect(0, 0, ChartWidth, ChartHeight))
-	draw.Draw(img, img.Bounds(), image.NewUniform(colorBackground), image.Point{}, draw.Src)
-	plot := image.Rect(marginLeft, marginTop, ChartWidth-marginRight, ChartHeight-marginBottom)
-
+	img := newCanvas(ChartWidth, ChartHeight)
 	agg := settingsOf(r).Aggregator
 	if agg == "" {
 		agg = "default aggregator"
@@ -63,80 +60,26 @@ func renderChart(r *Report) *image.RGBA {
 
 	var pts []RoundReport
 	for _, rr := range r.Rounds {
-		if !math.IsNaN(rr.Accuracy) && !math.IsInf(rr.Accuracy, 0) {
+		if finite(rr.Accuracy) {
 			pts = append(pts, rr)
 		}
 	}
-
-	xLo, xHi := 0.0, 1.0
-	if len(pts) > 0 {
-		xLo, xHi = float64(pts[0].Round), float64(pts[0].Round)
-		for _, p := range pts {
-			xLo = math.Min(xLo, float64(p.Round))
-			xHi = math.Max(xHi, float64(p.Round))
-		}
-		if xLo == xHi {
-			xLo, xHi = math.Max(0, xLo-1), xHi+1
-		}
+	p := panel{
+		rect:   image.Rect(marginLeft, marginTop, ChartWidth-marginRight, ChartHeight-marginBottom),
+		xLabel: "round", yLabel: "accuracy",
+		empty: "no rounds completed",
 	}
-	yLo, yHi, yStep := yRange(pts)
-	px := func(x float64) float32 {
-		return float32(plot.Min.X) + float32((x-xLo)/(xHi-xLo))*float32(plot.Dx())
+	p.yLo, p.yHi, p.yStep = yRange(pts)
+	s := plotSeries{color: ColorSeries}
+	for _, rr := range pts {
+		s.x = append(s.x, float64(rr.Round))
+		s.y = append(s.y, rr.Accuracy)
 	}
-	py := func(y float64) float32 {
-		y = math.Max(yLo, math.Min(yHi, y))
-		return float32(plot.Max.Y) - float32((y-yLo)/(yHi-yLo))*float32(plot.Dy())
-	}
-
-	// Grid and tick labels.
-	yFmt := "%.1f"
-	if yStep < 0.1-1e-9 {
-		yFmt = "%.2f"
-	}
-	for i := 0; ; i++ {
-		v := yLo + float64(i)*yStep
-		if v > yHi+1e-9 {
-			break
-		}
-		y := int(math.Round(float64(py(v))))
-		hline(img, plot.Min.X, plot.Max.X, y, colorGrid)
-		hline(img, plot.Min.X-5, plot.Min.X, y, colorAxis)
-		drawText(img, fmt.Sprintf(yFmt, v), plot.Min.X-8, y+4, colorText, alignRight)
-	}
-	xStep := math.Max(1, niceStep(xHi-xLo, 10, []float64{1, 2, 5})) // rounds are whole
-	for v := math.Ceil(xLo/xStep) * xStep; v <= xHi+1e-9; v += xStep {
-		x := int(math.Round(float64(px(v))))
-		vline(img, x, plot.Min.Y, plot.Max.Y, colorGrid)
-		vline(img, x, plot.Max.Y, plot.Max.Y+5, colorAxis)
-		drawText(img, fmt.Sprintf("%.0f", v), x, plot.Max.Y+19, colorText, alignCenter)
-	}
-	// Frame.
-	hline(img, plot.Min.X, plot.Max.X, plot.Min.Y, colorAxis)
-	hline(img, plot.Min.X, plot.Max.X, plot.Max.Y, colorAxis)
-	vline(img, plot.Min.X, plot.Min.Y, plot.Max.Y, colorAxis)
-	vline(img, plot.Max.X, plot.Min.Y, plot.Max.Y, colorAxis)
-	drawText(img, "round", (plot.Min.X+plot.Max.X)/2, plot.Max.Y+40, colorText, alignCenter)
-	drawTextUp(img, "accuracy", 14, (plot.Min.Y+plot.Max.Y)/2, colorText)
-
+	p.series = []plotSeries{s}
+	p.draw(img)
 	if len(pts) == 0 {
-		drawText(img, "no rounds completed", (plot.Min.X+plot.Max.X)/2, (plot.Min.Y+plot.Max.Y)/2, colorSubtle, alignCenter)
 		return img
 	}
-
-	// The series: a 2.5 px anti-aliased polyline, and dots at the rounds when
-	// there are few enough to tell apart.
-	ink := newCoverage(img.Bounds())
-	const halfWidth = 1.25
-	for i := range pts {
-		x, y := px(float64(pts[i].Round)), py(pts[i].Accuracy)
-		if len(pts) <= 60 {
-			ink.disc(x, y, 3)
-		}
-		if i > 0 {
-			ink.segment(px(float64(pts[i-1].Round)), py(pts[i-1].Accuracy), x, y, halfWidth)
-		}
-	}
-	draw.DrawMask(img, img.Bounds(), image.NewUniform(ColorSeries), image.Point{}, ink.mask, image.Point{}, draw.Over)
 
 	last := pts[len(pts)-1]
 	best := pts[0]
@@ -147,6 +90,7 @@ func renderChart(r *Report) *image.RGBA {
 	}
 	note := fmt.Sprintf("final %.4f   best %.4f (round %d)", last.Accuracy, best.Accuracy, best.Round)
 	// On a white box, in case the curve runs through the corner.
+	plot := p.rect
 	noteW := font.MeasureString(face, note).Ceil()
 	box := image.Rect(plot.Max.X-8-noteW-4, plot.Max.Y-10-face.Ascent-3, plot.Max.X-4, plot.Max.Y-4)
 	draw.Draw(img, box, image.NewUniform(colorBackground), image.Point{}, draw.Src)

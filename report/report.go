@@ -16,9 +16,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 )
 
-// File names written by WriteDir.
+// File names written by WriteDir (and NetworkPNGFile).
 const (
 	JSONFile = "report.json"
 	CSVFile  = "rounds.csv"
@@ -26,11 +27,15 @@ const (
 )
 
 // CSVHeader is the header row of rounds.csv: the JSON names of
-// RoundReport's scalar fields, in order (the maps, RejectedByReason and the
+// RoundReport's scalar fields (the maps, RejectedByReason and the
 // per-aggregator Metrics, vary from run to run and are in report.json only).
+// The first eleven are the original columns, in their original order; the
+// columns added since follow them, so that scripts reading columns by
+// position keep working. faults is the round's Faults joined by ";".
 var CSVHeader = []string{
 	"round", "accuracy", "loss", "selected", "accepted", "rejected",
 	"bytes_up", "bytes_down", "sim_ms", "wall_ms", "model_hash",
+	"dropped", "dropped_attackers", "late", "lost", "faults",
 }
 
 // WriteJSON writes r as indented JSON followed by a newline. JSON has no NaN
@@ -117,6 +122,11 @@ func WriteCSV(w io.Writer, rounds []RoundReport) error {
 			ff(r.SimMs),
 			ff(r.WallMs),
 			r.ModelHash,
+			strconv.Itoa(r.Dropped),
+			strconv.Itoa(r.DroppedAttackers),
+			strconv.Itoa(r.Late),
+			strconv.Itoa(r.Lost),
+			strings.Join(r.Faults, ";"),
 		}
 		if err := cw.Write(row); err != nil {
 			return err
@@ -126,12 +136,12 @@ func WriteCSV(w io.Writer, rounds []RoundReport) error {
 	return cw.Error()
 }
 
-// WriteDir writes report.json, rounds.csv and accuracy.png into dir, creating
-// it if needed. All three are encoded before any is written, and each is
+// WriteDir writes report.json, rounds.csv, accuracy.png and network.png into
+// dir, creating it if needed. All four are encoded before any is written, and each is
 // written to a temporary file in dir and renamed into place, so a reader never
 // sees a half-written file and an encoding error changes nothing.
 func WriteDir(dir string, r *Report) error {
-	var jsonBuf, csvBuf, pngBuf bytes.Buffer
+	var jsonBuf, csvBuf, pngBuf, netBuf bytes.Buffer
 	if err := WriteJSON(&jsonBuf, r); err != nil {
 		return err
 	}
@@ -139,6 +149,9 @@ func WriteDir(dir string, r *Report) error {
 		return fmt.Errorf("report: encoding CSV: %w", err)
 	}
 	if err := WritePNG(&pngBuf, r); err != nil {
+		return fmt.Errorf("report: encoding PNG: %w", err)
+	}
+	if err := WriteNetworkPNG(&netBuf, r); err != nil {
 		return fmt.Errorf("report: encoding PNG: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -150,7 +163,8 @@ func WriteDir(dir string, r *Report) error {
 	}{
 		{CSVFile, csvBuf.Bytes()},
 		{PNGFile, pngBuf.Bytes()},
-		// Last, so that a new report.json implies the other two are in place.
+		{NetworkPNGFile, netBuf.Bytes()},
+		// Last, so that a new report.json implies the others are in place.
 		{JSONFile, jsonBuf.Bytes()},
 	} {
 		if err := writeAtomic(filepath.Join(dir, f.name), f.data); err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,7 +102,7 @@ func TestJSONRoundTrip(t *testing.T) {
 		}
 	}
 	round := m["rounds"].([]any)[0].(map[string]any)
-	for _, k := range CSVHeader {
+	for _, k := range CSVHeader[:len(legacyCSVHeader)] { // the others are omitted when zero
 		if _, ok := round[k]; !ok {
 			t.Errorf("rounds[0] lacks %q", k)
 		}
@@ -127,6 +128,13 @@ func TestJSONNonFiniteNamesField(t *testing.T) {
 	}
 }
 
+// legacyCSVHeader is rounds.csv's header before columns were added: scripts
+// read these by position, so they stay first and in this order.
+var legacyCSVHeader = []string{
+	"round", "accuracy", "loss", "selected", "accepted", "rejected",
+	"bytes_up", "bytes_down", "sim_ms", "wall_ms", "model_hash",
+}
+
 func TestCSVHeaderMatchesJSONNames(t *testing.T) {
 	typ := reflect.TypeFor[RoundReport]()
 	var names []string
@@ -136,14 +144,20 @@ func TestCSVHeaderMatchesJSONNames(t *testing.T) {
 		}
 		names = append(names, strings.Split(typ.Field(i).Tag.Get("json"), ",")[0])
 	}
-	if !reflect.DeepEqual(names, CSVHeader) {
-		t.Errorf("RoundReport's JSON fields are %v, CSVHeader is %v; update WriteCSV", names, CSVHeader)
+	if !reflect.DeepEqual(CSVHeader[:len(legacyCSVHeader)], legacyCSVHeader) {
+		t.Errorf("CSVHeader %v does not start with the original columns %v", CSVHeader, legacyCSVHeader)
+	}
+	got, want := slices.Sorted(slices.Values(CSVHeader)), slices.Sorted(slices.Values(names))
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("RoundReport's JSON fields are %v, CSVHeader is %v; update WriteCSV (new columns go at the end)", names, CSVHeader)
 	}
 }
 
 func TestCSVRoundTrip(t *testing.T) {
 	want := sample(5)
 	want.Rounds[2].Loss = math.NaN() // CSV can hold what JSON cannot
+	want.Rounds[1].Dropped, want.Rounds[1].DroppedAttackers, want.Rounds[1].Late, want.Rounds[1].Lost = 3, 2, 1, 4
+	want.Rounds[3].Faults = []string{"partition", "churn"}
 	var buf bytes.Buffer
 	if err := WriteCSV(&buf, want.Rounds); err != nil {
 		t.Fatal(err)
@@ -186,10 +200,16 @@ func parseRow(t *testing.T, rec []string) RoundReport {
 		}
 		return v
 	}
+	var faults []string
+	if rec[15] != "" {
+		faults = strings.Split(rec[15], ";")
+	}
 	return RoundReport{
 		Round: uint64(i(rec[0])), Accuracy: f(rec[1]), Loss: f(rec[2]),
 		Selected: int(i(rec[3])), Accepted: int(i(rec[4])), Rejected: int(i(rec[5])),
 		BytesUp: i(rec[6]), BytesDown: i(rec[7]), SimMs: f(rec[8]), WallMs: f(rec[9]), ModelHash: rec[10],
+		Dropped: int(i(rec[11])), DroppedAttackers: int(i(rec[12])), Late: int(i(rec[13])), Lost: int(i(rec[14])),
+		Faults: faults,
 	}
 }
 
@@ -337,7 +357,7 @@ func TestWriteDir(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{PNGFile, JSONFile, CSVFile}; !reflect.DeepEqual(names, want) {
+	if want := []string{PNGFile, NetworkPNGFile, JSONFile, CSVFile}; !reflect.DeepEqual(names, want) {
 		t.Errorf("dir holds %v, want %v (and no temporary files)", names, want)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, JSONFile))
@@ -359,8 +379,8 @@ func TestWriteDir(t *testing.T) {
 		t.Fatal("want an error for a NaN accuracy")
 	}
 	entries, _ = os.ReadDir(dir)
-	if len(entries) != 3 {
-		t.Errorf("after a failed write the dir holds %d entries, want 3", len(entries))
+	if len(entries) != 4 {
+		t.Errorf("after a failed write the dir holds %d entries, want 4", len(entries))
 	}
 	if b2, _ := os.ReadFile(filepath.Join(dir, JSONFile)); !bytes.Equal(b, b2) {
 		t.Error("a failed write changed report.json")

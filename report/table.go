@@ -35,21 +35,43 @@ func Table(w io.Writer, r *Report) error {
 		fmt.Fprintln(w, "no rounds completed")
 	} else {
 		every := tableStep(len(r.Rounds))
+		faults := 0 // rounds a fault hit
+		for _, rr := range r.Rounds {
+			if len(rr.Faults) > 0 {
+				faults++
+			}
+		}
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "round\taccuracy\tloss\taccepted/selected\trejected\tKB up\tKB down\tsim ms\twall ms\t")
+		header := "round\taccuracy\tloss\taccepted/selected\trejected\tKB up\tKB down\tsim ms\twall ms\t"
+		if faults > 0 {
+			// The marker column: the faults that hit the round, "-" for none.
+			header += "faults\t"
+		}
+		fmt.Fprintln(tw, header)
 		for i, rr := range r.Rounds {
-			if !(i == 0 || i == len(r.Rounds)-1 || rr.Round%uint64(every) == 0) {
+			// Rounds a fault hit are always shown, thinned or not.
+			if !(i == 0 || i == len(r.Rounds)-1 || rr.Round%uint64(every) == 0 || len(rr.Faults) > 0) {
 				continue
 			}
-			fmt.Fprintf(tw, "%d\t%.4f\t%.4f\t%d/%d\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t\n",
+			fmt.Fprintf(tw, "%d\t%.4f\t%.4f\t%d/%d\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t",
 				rr.Round, rr.Accuracy, rr.Loss, rr.Accepted, rr.Selected, rr.Rejected,
 				float64(rr.BytesUp)/1e3, float64(rr.BytesDown)/1e3, rr.SimMs, rr.WallMs)
+			if faults > 0 {
+				fmt.Fprintf(tw, "%s\t", orDash(strings.Join(rr.Faults, ",")))
+			}
+			fmt.Fprintln(tw)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		if every > 1 {
+		switch {
+		case every > 1 && faults > 0:
+			fmt.Fprintf(w, "(every %d rounds shown, the first and last, and those a fault hit; rounds.csv has them all)\n", every)
+		case every > 1:
 			fmt.Fprintf(w, "(every %d rounds shown, and the first and last; rounds.csv has them all)\n", every)
+		}
+		if faults > 0 {
+			fmt.Fprintf(w, "faults hit %d of %d rounds (the faults column)\n", faults, len(r.Rounds))
 		}
 	}
 	fmt.Fprintln(w)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -16,9 +17,13 @@ import (
 // streamRedraw seeds the redraws of a selection with an attacker majority.
 const streamRedraw uint64 = 0x726564726177
 
+// streamEstimate seeds the draw of the attacker clients a collective attack
+// trains in a round.
+const streamEstimate uint64 = 0x657374696d617465
+
 // trainSeed is the seed of client's local training in a round: what the
 // simulator gives a trainer's task.Job, and what a collective attack gives
-// the honest training of the round's other attackers.
+// the honest training of the attacker clients it trains.
 func trainSeed(seed, round uint64, client int) uint64 {
 	return splitmix.Derive(seed, streamTrain, round, uint64(client))
 }
@@ -27,12 +32,13 @@ func trainSeed(seed, round uint64, client int) uint64 {
 type attackMode int
 
 const (
-	// poisonCollective: the round's attackers train honestly, and each sends
-	// the task's poisoning of all their updates (FRL rank reversal).
+	// poisonCollective: min(attackers, per-round) attacker clients train
+	// honestly, as in the FRL reference, and every attacker of the round
+	// sends the task's poisoning of all their updates (FRL rank reversal).
 	poisonCollective attackMode = iota
 	// poisonOwn: the attacker trains honestly and poisons its own update.
 	poisonOwn
-	// poisonForge: the attacker forges an update from its seed alone.
+	// poisonForge: the attacker forges an update from its job alone.
 	poisonForge
 	// trainFlipped: the attacker trains honestly on flipped labels.
 	trainFlipped
@@ -42,19 +48,53 @@ type attackDef struct {
 	Info
 	kinds []task.UpdateKind // the update kinds it applies to
 	mode  attackMode
+	// arg reads the parameter of "name:PARAM" into the poison's settings;
+	// nil for an attack that takes none.
+	arg func(p *task.Poison, param string) error
 }
 
 var attackDefs = []attackDef{
-	{Info{task.AttackReverse, "FRL rank reversal: the round's attackers train honestly, sum their positions and all send the reverse of that ranking"},
-		[]task.UpdateKind{task.Rankings}, poisonCollective},
+	{Info{task.AttackReverse, "FRL rank reversal: min(attackers, per-round) attacker clients train honestly, and the round's attackers all send the reverse of their Borda ranking"},
+		[]task.UpdateKind{task.Rankings}, poisonCollective, nil},
 	{Info{task.AttackRandom, "a uniformly random ranking of every layer"},
-		[]task.UpdateKind{task.Rankings}, poisonForge},
+		[]task.UpdateKind{task.Rankings}, poisonForge, nil},
+	{Info{task.AttackAdaptive, fmt.Sprintf("knows vote-robust's filter: from min(attackers, per-round) honestly trained attacker clients, estimates the consensus and the distance limit, and all send the consensus with edges moved across the mask's boundaries (kept ones their training made more useful out, unkept ones it made less useful in, cheapest first), as far as the Borda count needs, up to T x the estimated limit; adaptive:T, default T = %g", task.DefaultAdaptiveTarget)},
+		[]task.UpdateKind{task.Rankings}, poisonCollective, floatArg(func(p *task.Poison, v float64) { p.Target = v })},
 	{Info{task.AttackSignFlip, fmt.Sprintf("sign flip with scaling: sends global - %g x (trained - global)", float64(task.DefaultFlipScale))},
-		[]task.UpdateKind{task.Weights}, poisonOwn},
+		[]task.UpdateKind{task.Weights}, poisonOwn, nil},
 	{Info{task.AttackNoise, fmt.Sprintf("additive Gaussian noise: sends the trained weights + N(0, %g^2) each", float64(task.DefaultNoiseSigma))},
-		[]task.UpdateKind{task.Weights}, poisonOwn},
+		[]task.UpdateKind{task.Weights}, poisonOwn, nil},
+	{Info{task.AttackScale, fmt.Sprintf("the FRL reference's scaling attack: sends global + F x global (its update is F times the global model), trains nothing; scale:F, default F = %g", float64(task.DefaultScale))},
+		[]task.UpdateKind{task.Weights}, poisonForge, floatArg(func(p *task.Poison, v float64) { p.Scale = v })},
+	{Info{task.AttackBoost, fmt.Sprintf("boosting: sends global + F x (trained - global), the honest step scaled; boost:F, default F = %g", float64(task.DefaultBoost))},
+		[]task.UpdateKind{task.Weights}, poisonOwn, floatArg(func(p *task.Poison, v float64) { p.Scale = v })},
+	{Info{task.AttackMinMax, "NDSS'21 min-max: from min(attackers, per-round) honestly trained attacker clients, sends mean + gamma x perturbation with the largest gamma whose largest squared distance to them is within their own; minmax:std|unit|sign picks the perturbation (default std)"},
+		[]task.UpdateKind{task.Weights}, poisonCollective, deviationArg},
+	{Info{task.AttackMinSum, "NDSS'21 min-sum: as minmax, with the sum of squared distances to the trained updates within the largest such sum of one of them; minsum:std|unit|sign"},
+		[]task.UpdateKind{task.Weights}, poisonCollective, deviationArg},
 	{Info{task.AttackLabelFlip, "label flipping: trains honestly on labels l -> 9-l (classes-1-l)"},
-		[]task.UpdateKind{task.Rankings, task.Weights}, trainFlipped},
+		[]task.UpdateKind{task.Rankings, task.Weights}, trainFlipped, nil},
+}
+
+// floatArg reads a positive number.
+func floatArg(set func(p *task.Poison, v float64)) func(p *task.Poison, param string) error {
+	return func(p *task.Poison, param string) error {
+		v, err := strconv.ParseFloat(param, 64)
+		if err != nil || !(v > 0) || math.IsInf(v, 1) {
+			return fmt.Errorf("parameter %q, want a positive number", param)
+		}
+		set(p, v)
+		return nil
+	}
+}
+
+func deviationArg(p *task.Poison, param string) error {
+	switch param {
+	case task.DeviationStd, task.DeviationUnit, task.DeviationSign:
+		p.Deviation = param
+		return nil
+	}
+	return fmt.Errorf("parameter %q, want %s, %s or %s", param, task.DeviationStd, task.DeviationUnit, task.DeviationSign)
 }
 
 // Attacks lists the attacker behaviours (--attack), for `sim --list`.
@@ -77,13 +117,27 @@ func AttacksFor(kind task.UpdateKind) []string {
 	return out
 }
 
-func lookupAttack(name string) (attackDef, bool) {
+// lookupAttack finds the attack of an --attack value, "name" or
+// "name:PARAM", and the settings it gives. ok is false for an unknown name;
+// err reports a bad parameter.
+func lookupAttack(value string) (d attackDef, p task.Poison, ok bool, err error) {
+	name, param, hasParam := strings.Cut(value, ":")
 	for _, d := range attackDefs {
-		if d.Name == name {
-			return d, true
+		if d.Name != name {
+			continue
 		}
+		p := task.Poison{Attack: d.Name}
+		switch {
+		case hasParam && d.arg == nil:
+			err = fmt.Errorf("attack %q takes no parameter", name)
+		case hasParam:
+			if err = d.arg(&p, param); err != nil {
+				err = fmt.Errorf("attack %q: %w", name, err)
+			}
+		}
+		return d, p, true, err
 	}
-	return attackDef{}, false
+	return attackDef{}, task.Poison{}, false, nil
 }
 
 // AttackerCount is the number of attacker peers of a run, floor(fraction ×
@@ -106,9 +160,12 @@ func checkAttack(cfg Config, kind task.UpdateKind) error {
 	if cfg.Attack == "" {
 		return &ConfigError{Field: "attack", Msg: fmt.Sprintf("attackers %v given without an attack (have: %s)", cfg.Attackers, strings.Join(names, ", "))}
 	}
-	d, ok := lookupAttack(cfg.Attack)
+	d, _, ok, err := lookupAttack(cfg.Attack)
 	if !ok {
 		return &ConfigError{Field: "attack", Msg: fmt.Sprintf("unknown attack %q (have: %s)", cfg.Attack, strings.Join(names, ", "))}
+	}
+	if err != nil {
+		return &ConfigError{Field: "attack", Msg: err.Error()}
 	}
 	if kind != "" && !slices.Contains(d.kinds, kind) {
 		return &ConfigError{Field: "attack", Msg: fmt.Sprintf("attack %q does not apply to scenario %s, whose updates are %s (its attacks: %s)",
@@ -127,9 +184,10 @@ func checkAttack(cfg Config, kind task.UpdateKind) error {
 // trainers so that attackers are never a majority, and makes their updates.
 type attack struct {
 	def       attackDef
+	poison    task.Poison // the attack's name and settings
 	task      task.Attackable
 	attackers int    // clients 0 .. attackers-1 attack
-	seed      uint64 // the run's seed: the training seeds of the round's attackers
+	seed      uint64 // the run's seed: the draw and training seeds of the attacker clients a collective attack trains
 	clientOf  map[node.PeerID]int
 
 	// What the aggregator's node.Machine passes to selectPeers, so that the
@@ -156,9 +214,9 @@ func newAttack(cfg Config, t task.Task, members []node.PeerID, selSeed uint64) (
 	if err := checkAttack(cfg, at.UpdateKind()); err != nil {
 		return nil, err
 	}
-	d, _ := lookupAttack(cfg.Attack)
+	d, p, _, _ := lookupAttack(cfg.Attack)
 	a := &attack{
-		def: d, task: at, attackers: AttackerCount(cfg.Attackers, cfg.Peers), seed: cfg.Seed,
+		def: d, poison: p, task: at, attackers: AttackerCount(cfg.Attackers, cfg.Peers), seed: cfg.Seed,
 		clientOf: make(map[node.PeerID]int, len(members)),
 		members:  slices.Sorted(slices.Values(members)), perRound: cfg.PerRound, selSeed: selSeed,
 		rounds: map[uint64]*roundPoison{},
@@ -210,23 +268,29 @@ func (b attacker) train(_ task.Task, job task.Job) ([]byte, error) {
 	case trainFlipped:
 		return a.task.TrainFlipped(job)
 	case poisonForge:
-		return a.task.Poison(task.Poison{Attack: a.def.Name, Job: job})
+		p := a.poison
+		p.Job = job
+		return a.task.Poison(p)
 	case poisonOwn:
 		h, err := a.task.Train(job)
 		if err != nil {
 			return nil, err
 		}
-		return a.task.Poison(task.Poison{Attack: a.def.Name, Job: job, Honest: [][]byte{h}})
+		p := a.poison
+		p.Job, p.Honest = job, [][]byte{h}
+		return a.task.Poison(p)
 	}
 	return a.collective(job)
 }
 
 // roundPoison is the shared state of a round's attackers in a collective
-// attack: the honest update of each, computed once by whichever of them gets
-// to it first, and the poisoned update they all send.
+// attack: the honest update of each attacker client trained to estimate the
+// honest direction, computed once by whichever attacker gets to it first,
+// and the poisoned update they all send.
 type roundPoison struct {
 	model   []byte
 	clients []int // the round's attackers, ascending
+	trained []int // the attacker clients that train honestly, ascending
 	honest  []onceUpdate
 	out     onceUpdate
 }
@@ -237,12 +301,31 @@ type onceUpdate struct {
 	err     error
 }
 
+// estimators draws the attacker clients a collective attack trains in a
+// round, as the FRL reference does (np.random.choice(n_attackers,
+// min(n_attackers, rand_mal_clients), replace=False), with rand_mal_clients
+// = 25, the clients per round): min(attackers, per-round) of all the
+// attacker clients, uniformly, whether the round selected them or not.
+func (a *attack) estimators(round uint64) []int {
+	k := min(a.attackers, a.perRound)
+	idx := make([]int, a.attackers)
+	for i := range idx {
+		idx[i] = i
+	}
+	r := splitmix.Source{State: splitmix.Derive(a.seed, streamEstimate, round)}
+	for i := range k {
+		j := i + int(r.Below(uint64(a.attackers-i)))
+		idx[i], idx[j] = idx[j], idx[i]
+	}
+	return slices.Sorted(slices.Values(idx[:k]))
+}
+
 // collective makes the update of a collective attack. Each attacker's job
-// first trains the round's attackers it finds untrained, starting with
-// itself, so they train in parallel on the worker pool; a job waits only for
-// training that another job is running (never for queued work), so the pool
-// cannot deadlock. The result depends only on the round, its model and its
-// attackers, never on the order the jobs run in.
+// first trains the attacker clients it finds untrained, starting at its own
+// share of them, so they train in parallel on the worker pool; a job waits
+// only for training that another job is running (never for queued work), so
+// the pool cannot deadlock. The result depends only on the round, its model
+// and its attackers, never on the order the jobs run in.
 func (a *attack) collective(job task.Job) ([]byte, error) {
 	rp, err := a.round(job)
 	if err != nil {
@@ -252,12 +335,13 @@ func (a *attack) collective(job task.Job) ([]byte, error) {
 	if me < 0 {
 		return nil, fmt.Errorf("simnet: attacker %d trains in round %d, which did not select it", job.Client, job.Round)
 	}
-	for i := range rp.clients {
-		k := (me + i) % len(rp.clients)
+	start := me * len(rp.trained) / len(rp.clients)
+	for i := range rp.trained {
+		k := (start + i) % len(rp.trained)
 		h := &rp.honest[k]
 		h.once.Do(func() {
 			j := job
-			j.Client = rp.clients[k]
+			j.Client = rp.trained[k]
 			j.Seed = trainSeed(a.seed, job.Round, j.Client)
 			h.payload, h.err = a.task.Train(j)
 		})
@@ -266,12 +350,18 @@ func (a *attack) collective(job task.Job) ([]byte, error) {
 		honest := make([][]byte, len(rp.honest))
 		for k := range rp.honest {
 			if err := rp.honest[k].err; err != nil {
-				rp.out.err = fmt.Errorf("simnet: honest training of attacker %d: %w", rp.clients[k], err)
+				rp.out.err = fmt.Errorf("simnet: honest training of attacker %d: %w", rp.trained[k], err)
 				return
 			}
 			honest[k] = rp.honest[k].payload
 		}
-		rp.out.payload, rp.out.err = a.task.Poison(task.Poison{Attack: a.def.Name, Job: job, Honest: honest})
+		// The job of the round's first attacker, whichever job gets here.
+		first := rp.clients[0]
+		p := a.poison
+		p.Job = task.Job{Client: first, Round: job.Round, Model: rp.model, Seed: trainSeed(a.seed, job.Round, first)}
+		p.Honest = honest
+		p.Attackers, p.Voters = len(rp.clients), a.perRound
+		rp.out.payload, rp.out.err = a.task.Poison(p)
 	})
 	return rp.out.payload, rp.out.err
 }
@@ -290,7 +380,8 @@ func (a *attack) round(job task.Job) (*roundPoison, error) {
 			}
 		}
 		slices.Sort(clients)
-		rp = &roundPoison{model: job.Model, clients: clients, honest: make([]onceUpdate, len(clients))}
+		trained := a.estimators(job.Round)
+		rp = &roundPoison{model: job.Model, clients: clients, trained: trained, honest: make([]onceUpdate, len(trained))}
 		for r := range a.rounds {
 			if r < job.Round {
 				delete(a.rounds, r)

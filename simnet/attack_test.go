@@ -179,59 +179,132 @@ func TestEveryAttackIsAccepted(t *testing.T) {
 	}
 }
 
-func TestReverseAttackersSendTheReverseOfTheirCollective(t *testing.T) {
-	tk := smallTasks(t, 20)[0]
-	cfg := attackConfig(task.AttackReverse, 0.4) // 8 of 20
-	ms := members(cfg.Peers)
-	a, err := newAttack(cfg, tk, ms, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	model0, _ := tk.InitialModel()
-	for round := uint64(1); round <= 3; round++ {
-		var attackers []int
-		for _, p := range a.selectPeers(round, ms, cfg.PerRound, 5) {
-			if a.isAttacker(p) {
-				attackers = append(attackers, a.clientOf[p])
-			}
-		}
-		if len(attackers) == 0 {
-			continue
-		}
-		job := func(c int) task.Job {
-			return task.Job{Client: c, Round: round, Model: model0, Seed: trainSeed(cfg.Seed, round, c)}
-		}
-		// What they must send: the reverse of the Borda count of their
-		// honest updates.
-		var honest [][]byte
-		for _, c := range attackers {
-			h, err := tk.Train(job(c))
-			if err != nil {
-				t.Fatal(err)
-			}
-			honest = append(honest, h)
-		}
-		want, err := tk.Poison(task.Poison{Attack: task.AttackReverse, Job: job(attackers[0]), Honest: honest})
+// TestCollectiveAttackers: in a collective attack, min(attackers, per-round)
+// attacker clients train honestly (the FRL reference's estimate of the
+// honest direction), whether the round selected them or not, and every
+// attacker of the round sends the task's poisoning of their updates, given
+// the round's attackers and voters.
+func TestCollectiveAttackers(t *testing.T) {
+	tasks := smallTasks(t, 20)
+	for _, tc := range []struct {
+		tk     task.Attackable
+		attack string
+		poison task.Poison
+	}{
+		{tasks[0], task.AttackReverse, task.Poison{Attack: task.AttackReverse}},
+		{tasks[0], "adaptive:0.5", task.Poison{Attack: task.AttackAdaptive, Target: 0.5}},
+		{tasks[1], task.AttackMinMax, task.Poison{Attack: task.AttackMinMax}},
+		{tasks[1], "minsum:sign", task.Poison{Attack: task.AttackMinSum, Deviation: task.DeviationSign}},
+	} {
+		tk := tc.tk
+		cfg := attackConfig(tc.attack, 0.4) // 8 of 20, 8 per round: all 8 train
+		ms := members(cfg.Peers)
+		a, err := newAttack(cfg, tk, ms, 5)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// All of them at once, in any order, as on the worker pool.
-		got := make([][]byte, len(attackers))
-		errs := make([]error, len(attackers))
-		var wg sync.WaitGroup
-		for i, c := range slices.Backward(attackers) {
-			wg.Go(func() { got[i], errs[i] = a.behaviour().train(tk, job(c)) })
-		}
-		wg.Wait()
-		for i := range got {
-			if errs[i] != nil || string(got[i]) != string(want) {
-				t.Fatalf("round %d attacker %d: wrong update (%v)", round, attackers[i], errs[i])
+		model0, _ := tk.InitialModel()
+		for round := uint64(1); round <= 3; round++ {
+			var attackers []int
+			for _, p := range a.selectPeers(round, ms, cfg.PerRound, 5) {
+				if a.isAttacker(p) {
+					attackers = append(attackers, a.clientOf[p])
+				}
+			}
+			if len(attackers) == 0 {
+				continue
+			}
+			job := func(c int) task.Job {
+				return task.Job{Client: c, Round: round, Model: model0, Seed: trainSeed(cfg.Seed, round, c)}
+			}
+			trained := a.estimators(round)
+			if !slices.Equal(trained, []int{0, 1, 2, 3, 4, 5, 6, 7}) {
+				t.Fatalf("%s round %d: trained %v, want all 8 attackers", tc.attack, round, trained)
+			}
+			var honest [][]byte
+			for _, c := range trained {
+				h, err := tk.Train(job(c))
+				if err != nil {
+					t.Fatal(err)
+				}
+				honest = append(honest, h)
+			}
+			p := tc.poison
+			p.Job, p.Honest, p.Attackers, p.Voters = job(attackers[0]), honest, len(attackers), cfg.PerRound
+			want, err := tk.Poison(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// All of them at once, in any order, as on the worker pool.
+			got := make([][]byte, len(attackers))
+			errs := make([]error, len(attackers))
+			var wg sync.WaitGroup
+			for i, c := range slices.Backward(attackers) {
+				wg.Go(func() { got[i], errs[i] = a.behaviour().train(tk, job(c)) })
+			}
+			wg.Wait()
+			for i := range got {
+				if errs[i] != nil || string(got[i]) != string(want) {
+					t.Fatalf("%s round %d attacker %d: wrong update (%v)", tc.attack, round, attackers[i], errs[i])
+				}
 			}
 		}
+		// A client the round did not select cannot join its collective.
+		if _, err := a.behaviour().train(tk, task.Job{Client: 19, Round: 1, Model: model0}); err == nil {
+			t.Errorf("%s: an unselected client took part in the collective attack", tc.attack)
+		}
 	}
-	// A client the round did not select cannot join its collective.
-	if _, err := a.behaviour().train(tk, task.Job{Client: 19, Round: 1, Model: model0}); err == nil {
-		t.Error("an unselected client took part in the collective attack")
+}
+
+func TestEstimators(t *testing.T) {
+	tk := smallTasks(t, 30)[0]
+	cfg := attackConfig(task.AttackReverse, 0.4) // 12 of 30, 5 per round
+	cfg.Peers, cfg.PerRound = 30, 5
+	a, err := newAttack(cfg, tk, members(cfg.Peers), 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for round := uint64(1); round <= 50; round++ {
+		e := a.estimators(round)
+		if len(e) != 5 || !slices.IsSorted(e) || len(slices.Compact(slices.Clone(e))) != 5 {
+			t.Fatalf("round %d: %v, want 5 distinct attackers ascending", round, e)
+		}
+		if !slices.Equal(e, a.estimators(round)) {
+			t.Fatalf("round %d: not deterministic", round)
+		}
+		for _, c := range e {
+			if c < 0 || c >= 12 {
+				t.Fatalf("round %d: client %d is not an attacker", round, c)
+			}
+			seen[c] = true
+		}
+	}
+	if len(seen) != 12 {
+		t.Errorf("50 rounds drew %d of the 12 attackers", len(seen))
+	}
+}
+
+func TestAttackParameters(t *testing.T) {
+	tk := smallTasks(t, 20)[1]
+	model0, _ := tk.InitialModel()
+	g, _ := tk.(*task.Dense).Spec().DecodeDenseModel(model0, nil)
+	for _, tc := range []struct {
+		attack string
+		factor float64 // the update is global × factor
+	}{{"scale", 100001}, {"scale:3", 4}, {"scale:0.5", 1.5}} {
+		a, err := newAttack(attackConfig(tc.attack, 0.2), tk, members(20), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := a.behaviour().train(tk, task.Job{Client: 0, Round: 1, Model: model0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, _ := tk.(*task.Dense).Spec().DecodeDenseUpdate(out, nil)
+		if want := float32(float64(g[0][3]) + (tc.factor-1)*float64(g[0][3])); w[0][3] != want {
+			t.Errorf("%s: weight %v, want %v", tc.attack, w[0][3], want)
+		}
 	}
 }
 
@@ -244,14 +317,30 @@ func TestResolveAttackSettings(t *testing.T) {
 		{"frl-mnist", "reverse", 0.2, "", ""},
 		{"frl-mnist", "random", 0.1, "", ""},
 		{"frl-mnist", "labelflip", 0.3, "", ""},
+		{"frl-mnist", "adaptive", 0.2, "", ""},
+		{"frl-mnist", "adaptive:0.9", 0.2, "", ""},
 		{"fedavg-mnist", "signflip", 0.2, "", ""},
 		{"fedavg-mnist", "noise", 0.2, "", ""},
 		{"fedavg-mnist", "labelflip", 0.2, "", ""},
+		{"fedavg-mnist", "scale", 0.2, "", ""},
+		{"fedavg-mnist", "scale:10", 0.2, "", ""},
+		{"fedavg-mnist", "boost:2.5", 0.2, "", ""},
+		{"fedavg-mnist", "minmax", 0.2, "", ""},
+		{"fedavg-mnist", "minmax:unit", 0.2, "", ""},
+		{"fedavg-mnist", "minsum:sign", 0.2, "", ""},
 		{"frl-mnist", "reverse", 0, "attackers", "without a fraction of attackers"},
-		{"frl-mnist", "", 0.2, "attack", "without an attack (have: reverse, random, signflip, noise, labelflip)"},
+		{"frl-mnist", "", 0.2, "attack", "without an attack (have: reverse, random, adaptive, signflip, noise, scale, boost, minmax, minsum, labelflip)"},
 		{"frl-mnist", "bogus", 0.2, "attack", `unknown attack "bogus"`},
-		{"frl-mnist", "signflip", 0.2, "attack", "updates are rankings (its attacks: reverse, random, labelflip)"},
-		{"fedavg-mnist", "reverse", 0.2, "attack", "updates are weights (its attacks: signflip, noise, labelflip)"},
+		{"frl-mnist", "bogus:1", 0.2, "attack", `unknown attack "bogus:1"`},
+		{"frl-mnist", "reverse:2", 0.2, "attack", `attack "reverse" takes no parameter`},
+		{"fedavg-mnist", "scale:-1", 0.2, "attack", `attack "scale": parameter "-1", want a positive number`},
+		{"fedavg-mnist", "scale:", 0.2, "attack", `attack "scale": parameter "", want a positive number`},
+		{"fedavg-mnist", "minmax:mean", 0.2, "attack", `attack "minmax": parameter "mean", want std, unit or sign`},
+		{"frl-mnist", "adaptive:x", 0.2, "attack", `attack "adaptive": parameter "x"`},
+		{"frl-mnist", "signflip", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, labelflip)"},
+		{"frl-mnist", "minmax:std", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, labelflip)"},
+		{"fedavg-mnist", "reverse", 0.2, "attack", "updates are weights (its attacks: signflip, noise, scale, boost, minmax, minsum, labelflip)"},
+		{"fedavg-mnist", "adaptive", 0.2, "attack", "updates are weights"},
 		{"frl-mnist", "reverse", 0.0001, "attackers", "no attacker at all"},
 		{"frl-mnist", "reverse", 0.5, "attackers", "[0, 0.5)"},
 	} {
@@ -290,7 +379,7 @@ func TestAttacksListed(t *testing.T) {
 			t.Errorf("%s has no description", a.Name)
 		}
 	}
-	if got := strings.Join(names, ","); got != "reverse,random,signflip,noise,labelflip" {
+	if got := strings.Join(names, ","); got != "reverse,random,adaptive,signflip,noise,scale,boost,minmax,minsum,labelflip" {
 		t.Fatalf("attacks %s", got)
 	}
 	if got := AttackerCount(0.29, 100); got != 29 {

@@ -30,8 +30,11 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return task.NewFRL(task.DefaultFRL(subSeed(cfg.Seed, seedModel)), d)
+			fc := task.DefaultFRL(subSeed(cfg.Seed, seedModel))
+			ApplyHyper(cfg, &fc.Hyper, &fc.LRDecay)
+			return task.NewFRL(fc, d)
 		},
+		Hyper: func(Config) Hyper { d := task.DefaultFRL(0); return HyperOf(d.Hyper, d.LRDecay) },
 	})
 	fedavg := mnist
 	fedavg.Aggregator = "fedavg"
@@ -46,8 +49,11 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return task.NewDense(task.DefaultFedAvg(subSeed(cfg.Seed, seedModel)), d)
+			dc := task.DefaultFedAvg(subSeed(cfg.Seed, seedModel))
+			ApplyHyper(cfg, &dc.Hyper, &dc.LRDecay)
+			return task.NewDense(dc, d)
 		},
+		Hyper: func(Config) Hyper { d := task.DefaultFedAvg(0); return HyperOf(d.Hyper, d.LRDecay) },
 	})
 }
 
@@ -107,9 +113,16 @@ func mnistData(cfg Config) (task.Data, error) {
 	if err != nil {
 		return task.Data{}, &ConfigError{Field: "partition", Msg: err.Error()}
 	}
-	parts, err := spec.Split(m.labels, m.classes, cfg.Peers, subSeed(cfg.Seed, seedPartition))
+	// With more peers than training examples, the data is split among as
+	// many peers as there are examples; the others hold none (and are never
+	// selected).
+	clients := min(cfg.Peers, len(m.labels))
+	parts, err := spec.Split(m.labels, m.classes, clients, subSeed(cfg.Seed, seedPartition))
 	if err != nil {
 		return task.Data{}, &ConfigError{Field: "partition", Msg: err.Error()}
+	}
+	if clients < cfg.Peers {
+		parts = append(parts, make(data.Partition, cfg.Peers-clients)...)
 	}
 	return task.Data{Train: m.train, Test: m.test, Parts: parts}, nil
 }

@@ -29,6 +29,13 @@ func init() {
 			rank, compression := loraSettings(cfg)
 			return buildLoRA(cfg, rank, compression, nil)
 		},
+		Hyper: func(cfg Config) Hyper {
+			d := task.DefaultLoRA(0)
+			if cfg.Aggregator == task.MergeFedAvg {
+				return HyperOf(d.DenseHyper, d.LRDecay)
+			}
+			return HyperOf(d.Hyper, d.LRDecay)
+		},
 	})
 }
 
@@ -51,6 +58,11 @@ func buildLoRA(cfg Config, rank int, compression string, ranks func(int) int) (*
 	lc := task.DefaultLoRA(subSeed(cfg.Seed, seedModel))
 	lc.Merge = cfg.Aggregator
 	lc.Rank, lc.Compression, lc.Ranks = rank, compression, ranks
+	if cfg.Aggregator == task.MergeFedAvg {
+		ApplyHyper(cfg, &lc.DenseHyper, &lc.LRDecay)
+	} else {
+		ApplyHyper(cfg, &lc.Hyper, &lc.LRDecay)
+	}
 	if rank < 1 || rank > 300 {
 		return nil, &ConfigError{Field: "rank", Msg: fmt.Sprintf("%d, must be in 1..300", rank)}
 	}

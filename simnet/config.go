@@ -31,6 +31,79 @@ type Config struct {
 	// Workers is the number of goroutines that run local training and
 	// evaluation (0 = GOMAXPROCS). It changes wall time, never results.
 	Workers int `json:"workers"`
+
+	// Faults (faults.go). All are drawn from the run's seed: the same seed
+	// and settings give the same faults, at the same virtual times.
+
+	// PartitionNet cuts peers off from the aggregator on a schedule of
+	// rounds: windows "ROUNDS:WHO" separated by ';', ROUNDS a round "7" or
+	// a range "10-20" (inclusive), WHO a fraction of all peers ("0.3" or
+	// "30%", drawn from the seed) or a list of peers ("peer-0003,peer-0011"
+	// or their indices "3,11"). "" = no partition.
+	PartitionNet string `json:"partition_net"`
+	// Stragglers gives each peer a compute speed: "lognormal:SIGMA" (the
+	// training time of every peer is multiplied by exp(SIGMA·Z), Z standard
+	// normal) or "slow:FRACxFACTOR" (each peer is, with probability FRAC,
+	// FACTOR times slower). "" = every peer at nominal speed.
+	Stragglers string `json:"stragglers"`
+	// Churn is the probability that a peer is away in a round: it leaves
+	// when the round opens (losing what it held in memory), misses
+	// everything sent to it, and comes back, empty, when a round opens
+	// without it away. Drawn per peer and round. 0 = nobody leaves.
+	Churn float64 `json:"churn"`
+	// CrashAggregator is the probability that the aggregator crashes in a
+	// round, and CrashAggregatorAt lists rounds where it does ("3,7"): it
+	// crashes right after persisting the round's k-th accepted update (k =
+	// half the quorum, at least 1), before it acknowledges it, and restarts
+	// AggregatorDownMs later from its store (node.Recover, node.Restore).
+	CrashAggregator   float64 `json:"crash_aggregator"`
+	CrashAggregatorAt string  `json:"crash_aggregator_at"`
+	// AggregatorDownMs is how long a crashed aggregator stays down, in
+	// simulated milliseconds (0 = 5 s).
+	AggregatorDownMs int64 `json:"aggregator_down_ms"`
+
+	// Local training, as the scenario's task runs it: zero values are the
+	// scenario's; a scenario without local SGD (a custom task) leaves them
+	// zero and accepts no other value.
+
+	// LR is the learning rate of the first local epoch of round 1.
+	LR          float64 `json:"lr"`
+	Momentum    float64 `json:"momentum"`
+	WeightDecay float64 `json:"weight_decay"`
+	// Epochs is the local epochs per round; it also scales a peer's
+	// virtual training time.
+	Epochs int `json:"epochs"`
+	Batch  int `json:"batch"`
+	// LRSchedule is "cosine" (annealed over the local epochs) or "constant".
+	LRSchedule string `json:"lr_schedule"`
+	// LRDecay multiplies the learning rate once per round: lr·decay^(round-1).
+	LRDecay float64 `json:"lr_decay"`
+	// AggregatorParams describes the aggregator's own parameters (its trim
+	// fraction, Multi-Krum's f and m, vote-robust's outlier threshold):
+	// filled in by Resolve from the scenario, for the report. It cannot be
+	// set; a value other than the effective one is a *ConfigError.
+	AggregatorParams string `json:"aggregator_params"`
+}
+
+// Default fault settings.
+const (
+	// DefaultAggregatorDownMs is how long a crashed aggregator stays down.
+	DefaultAggregatorDownMs = 5_000
+)
+
+// Hyper is the local-training part of a Config, as a scenario gives its
+// defaults (Scenario.Hyper).
+type Hyper struct {
+	LR, Momentum, WeightDecay float64
+	Epochs, Batch             int
+	LRSchedule                string // "cosine" or "constant"
+	LRDecay                   float64
+}
+
+// hyper returns c's local-training settings.
+func (c Config) hyper() Hyper {
+	return Hyper{LR: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, Epochs: c.Epochs, Batch: c.Batch,
+		LRSchedule: c.LRSchedule, LRDecay: c.LRDecay}
 }
 
 // ConfigError names the setting that is wrong. The CLI maps it to exit code 2.

@@ -1,12 +1,16 @@
 package simnet
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/fedrank/fedrank/data"
+	"github.com/fedrank/fedrank/model"
+	"github.com/fedrank/fedrank/rankvote"
+	"github.com/fedrank/fedrank/task"
 )
 
 // Run resolves cfg's scenario, fills every unset setting from the scenario's
@@ -39,6 +43,10 @@ func Resolve(cfg Config) (Config, Scenario, error) {
 		return cfg, sc, &ConfigError{Field: "scenario", Msg: fmt.Sprintf("unknown scenario %q (have: %s)", cfg.Scenario, strings.Join(names, ", "))}
 	}
 	cfg = withDefaults(cfg, sc.Defaults)
+	var err error
+	if cfg, err = withHyper(cfg, sc); err != nil {
+		return cfg, sc, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, sc, err
 	}
@@ -99,5 +107,95 @@ func withDefaults(cfg, d Config) Config {
 	if cfg.Compression == "" {
 		cfg.Compression = d.Compression
 	}
+	if cfg.AggregatorDownMs == 0 {
+		cfg.AggregatorDownMs = cmp.Or(d.AggregatorDownMs, DefaultAggregatorDownMs)
+	}
 	return cfg
+}
+
+// withHyper fills cfg's local-training settings from the scenario's and its
+// aggregator's parameters (Config.AggregatorParams).
+func withHyper(cfg Config, sc Scenario) (Config, error) {
+	params := aggregatorParams(cfg.Aggregator)
+	if cfg.AggregatorParams != "" && cfg.AggregatorParams != params {
+		return cfg, &ConfigError{Field: "aggregator_params", Msg: fmt.Sprintf("%q: reported, not set (aggregator %s: %q)", cfg.AggregatorParams, cfg.Aggregator, params)}
+	}
+	cfg.AggregatorParams = params
+	if sc.Hyper == nil {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"lr", cfg.LR != 0}, {"momentum", cfg.Momentum != 0}, {"weight_decay", cfg.WeightDecay != 0},
+			{"epochs", cfg.Epochs != 0}, {"batch", cfg.Batch != 0}, {"lr_schedule", cfg.LRSchedule != ""}, {"lr_decay", cfg.LRDecay != 0},
+		} {
+			if f.set {
+				return cfg, &ConfigError{Field: f.name, Msg: fmt.Sprintf("scenario %s has no local-training settings", sc.Name)}
+			}
+		}
+		return cfg, nil
+	}
+	d := sc.Hyper(cfg)
+	cfg.LR = cmp.Or(cfg.LR, d.LR)
+	cfg.Momentum = cmp.Or(cfg.Momentum, d.Momentum)
+	cfg.WeightDecay = cmp.Or(cfg.WeightDecay, d.WeightDecay)
+	cfg.Epochs = cmp.Or(cfg.Epochs, d.Epochs)
+	cfg.Batch = cmp.Or(cfg.Batch, d.Batch)
+	cfg.LRSchedule = cmp.Or(cfg.LRSchedule, d.LRSchedule)
+	cfg.LRDecay = cmp.Or(cfg.LRDecay, d.LRDecay)
+	return cfg, nil
+}
+
+// HyperOf is the Hyper of the FRL, dense and LoRA tasks' settings: what
+// Scenario.Hyper returns for them.
+func HyperOf(h model.Hyper, lrDecay float64) Hyper {
+	sched := "constant"
+	if h.Cosine {
+		sched = "cosine"
+	}
+	return Hyper{LR: h.LR, Momentum: h.Momentum, WeightDecay: h.WeightDecay, Epochs: h.Epochs, Batch: h.Batch,
+		LRSchedule: sched, LRDecay: lrDecay}
+}
+
+// ApplyHyper sets cfg's local-training settings on a task's (the inverse of
+// HyperOf). Zero settings leave the task's as they are, so that a config
+// that Resolve did not fill builds the scenario's defaults.
+func ApplyHyper(cfg Config, h *model.Hyper, lrDecay *float64) {
+	h.LR = cmp.Or(cfg.LR, h.LR)
+	h.Momentum = cmp.Or(cfg.Momentum, h.Momentum)
+	h.WeightDecay = cmp.Or(cfg.WeightDecay, h.WeightDecay)
+	h.Epochs = cmp.Or(cfg.Epochs, h.Epochs)
+	h.Batch = cmp.Or(cfg.Batch, h.Batch)
+	if cfg.LRSchedule != "" {
+		h.Cosine = cfg.LRSchedule == "cosine"
+	}
+	*lrDecay = cmp.Or(cfg.LRDecay, *lrDecay)
+}
+
+// aggregatorParams describes the parameters the tasks build an aggregator
+// with (see the task package's registries), for Config.AggregatorParams.
+func aggregatorParams(name string) string {
+	switch name {
+	case "vote":
+		return "borda count of every accepted ranking"
+	case "vote-robust":
+		return fmt.Sprintf("borda count of the rankings whose distance to the median-position consensus is at most median + hampel_k x MAD; hampel_k=%.4g", rankvote.HampelK)
+	case "vote-median":
+		return "edges ordered by their median position; trim_fraction=0.5"
+	case "fedavg":
+		return "average weighted by sample counts"
+	case "median":
+		return "coordinate-wise median"
+	case "trimmed-mean":
+		return fmt.Sprintf("coordinate-wise mean without the lowest and highest values; trim_fraction=%g per end", task.DefaultTrimFraction)
+	case "multi-krum":
+		return "average of the m updates with the lowest Krum scores; f=(k-3)/2 (k = accepted updates), m=k-f, weight 1 each"
+	case task.MergeSVD:
+		return fmt.Sprintf("exact merge: sum of p_k·B_k·A_k (p_k by sample counts), truncated back to the rank by SVD; method=%v", task.DefaultLoRA(0).SVD.Method)
+	case task.MergeAvg:
+		return "factor averaging (FedIT): mean of B and mean of A, weighted by sample counts"
+	case task.MergeFFA:
+		return "frozen A from a shared seed (FFA-LoRA): mean of B weighted by sample counts"
+	}
+	return ""
 }

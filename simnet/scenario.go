@@ -23,6 +23,12 @@ type Scenario struct {
 	Updates task.UpdateKind
 	// Build constructs the task for an effective (defaults filled, validated) config.
 	Build func(cfg Config) (task.Task, error)
+	// Hyper, optional, gives the local-training defaults (lr, momentum,
+	// epochs, ...) for a config whose other settings are filled (they may
+	// depend on its aggregator); Build must train with the config's values.
+	// nil for a task without such settings: they stay zero and no other
+	// value is accepted.
+	Hyper func(cfg Config) Hyper
 }
 
 // Info is a name and a one-line description, for `sim --list`.

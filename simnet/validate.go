@@ -2,6 +2,7 @@ package simnet
 
 import (
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -13,6 +14,7 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) error {
 		return &ConfigError{Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
+	prob := func(p float64) bool { return p >= 0 && p <= 1 }
 	switch {
 	case c.Peers < 1:
 		return bad("peers", "%d, must be at least 1", c.Peers)
@@ -30,6 +32,26 @@ func (c *Config) Validate() error {
 		return bad("workers", "%d, must be >= 0 (0 = GOMAXPROCS)", c.Workers)
 	case c.RoundTimeoutMs <= 0:
 		return bad("round_timeout_ms", "%d, must be > 0", c.RoundTimeoutMs)
+	case !prob(c.Churn):
+		return bad("churn", "%v, must be a probability in [0, 1]", c.Churn)
+	case !prob(c.CrashAggregator):
+		return bad("crash_aggregator", "%v, must be a probability in [0, 1]", c.CrashAggregator)
+	case c.AggregatorDownMs < 0:
+		return bad("aggregator_down_ms", "%d, must be >= 0 (0 = %d ms)", c.AggregatorDownMs, DefaultAggregatorDownMs)
+	case !(c.LR >= 0) || math.IsInf(c.LR, 1):
+		return bad("lr", "%v, must be a positive number", c.LR)
+	case !(c.Momentum >= 0 && c.Momentum < 1):
+		return bad("momentum", "%v, must be in [0, 1)", c.Momentum)
+	case !(c.WeightDecay >= 0) || math.IsInf(c.WeightDecay, 1):
+		return bad("weight_decay", "%v, must be >= 0", c.WeightDecay)
+	case c.Epochs < 0:
+		return bad("epochs", "%d, must be at least 1", c.Epochs)
+	case c.Batch < 0:
+		return bad("batch", "%d, must be at least 1", c.Batch)
+	case !(c.LRDecay >= 0 && c.LRDecay <= 1):
+		return bad("lr_decay", "%v, must be in (0, 1]", c.LRDecay)
+	case c.LRSchedule != "" && c.LRSchedule != "cosine" && c.LRSchedule != "constant":
+		return bad("lr_schedule", "%q, must be cosine or constant", c.LRSchedule)
 	}
 	if _, ok := lookupNet(c.Net); !ok {
 		names := make([]string, 0, len(netProfiles))
@@ -37,6 +59,9 @@ func (c *Config) Validate() error {
 			names = append(names, p.name)
 		}
 		return bad("net", "unknown network profile %q (have: %s)", c.Net, strings.Join(names, ", "))
+	}
+	if _, err := newFaultPlan(*c); err != nil {
+		return err
 	}
 	return nil
 }

@@ -24,10 +24,15 @@ const (
 
 // Attack names (DESIGN.md section 4).
 const (
-	AttackReverse   = "reverse"   // rankings: the reverse of the round's attackers' collective ranking
+	AttackReverse   = "reverse"   // rankings: the reverse of the attackers' collective ranking
 	AttackRandom    = "random"    // rankings: a uniformly random permutation per layer
+	AttackAdaptive  = "adaptive"  // rankings: crosses the mask's boundaries within vote-robust's distance limit
 	AttackSignFlip  = "signflip"  // weights: global - Scale·(trained - global)
 	AttackNoise     = "noise"     // weights: trained + N(0, Sigma²) per weight
+	AttackScale     = "scale"     // weights: global + Scale·global (the FRL reference's scaling attack)
+	AttackBoost     = "boost"     // weights: global + Scale·(trained - global)
+	AttackMinMax    = "minmax"    // weights: NDSS'21 min-max, within the benign updates' largest distance
+	AttackMinSum    = "minsum"    // weights: NDSS'21 min-sum, within the benign updates' largest distance sum
 	AttackLabelFlip = "labelflip" // both: honest training on flipped labels (TrainFlipped)
 )
 
@@ -39,6 +44,21 @@ const (
 	// DefaultNoiseSigma is the standard deviation of the noise added to every
 	// weight, about 20 times the spread of the initial first-layer weights.
 	DefaultNoiseSigma = 1
+	// DefaultScale is the FRL reference's scaling attack against FedAvg: its
+	// attackers upload 100000 times the global model as their update (the
+	// reference's updates are differences from the global model).
+	DefaultScale = 100000
+	// DefaultBoost makes a boosting attacker step 10 times as far as its
+	// honest training did, the same way.
+	DefaultBoost = 10
+)
+
+// Perturbation directions of the min-max and min-sum attacks (Poison.Deviation):
+// the malicious update is the benign mean plus gamma times one of them.
+const (
+	DeviationStd  = "std"  // minus the coordinate-wise standard deviation of the benign updates (default, as the reference's calls)
+	DeviationUnit = "unit" // minus the unit vector of the mean benign step (mean - global)
+	DeviationSign = "sign" // minus the sign of the mean benign step
 )
 
 // ErrAttackKind is returned (wrapped) by Poison for an attack that does not
@@ -47,17 +67,33 @@ var ErrAttackKind = errors.New("attack does not apply to this task's updates")
 
 // Poison is what an attacker's forged update is made from.
 type Poison struct {
-	Attack string // AttackReverse, AttackRandom, AttackSignFlip or AttackNoise
+	Attack string // one of the Attack names but AttackLabelFlip
 	// Job is the attacker's own job: round, global model, and the seed of its
-	// random draws.
+	// random draws. A collective attack (reverse, adaptive, minmax, minsum)
+	// uses only its round and model, so that every attacker of the round
+	// sends the same update.
 	Job Job
-	// Honest holds honestly trained updates: for AttackReverse those of every
-	// attacker of the round (all of them send the same reversed ranking), for
-	// AttackSignFlip and AttackNoise the attacker's own (one). AttackRandom
-	// needs none.
+	// Honest holds honestly trained updates: for the collective attacks
+	// those of the attacker clients trained to estimate the honest direction
+	// (the FRL reference trains min(attackers, per-round) of them), for
+	// AttackSignFlip, AttackNoise and AttackBoost the attacker's own (one).
+	// AttackRandom and AttackScale need none.
 	Honest [][]byte
-	Scale  float64 // AttackSignFlip; 0 means DefaultFlipScale
-	Sigma  float64 // AttackNoise; 0 means DefaultNoiseSigma
+	// Scale is the factor of AttackSignFlip, AttackScale and AttackBoost;
+	// 0 means DefaultFlipScale, DefaultScale, DefaultBoost.
+	Scale float64
+	Sigma float64 // AttackNoise; 0 means DefaultNoiseSigma
+	// Deviation is the perturbation of AttackMinMax and AttackMinSum: one
+	// of the Deviation names; "" means DeviationStd.
+	Deviation string
+	// Attackers and Voters are the round's attackers (all of them send this
+	// update) and selected peers, for AttackAdaptive: the larger the
+	// attackers' share, the less far each edge must move. 0 means 1
+	// attacker among 5 voters.
+	Attackers, Voters int
+	// Target is the fraction of its estimate of the vote-robust distance
+	// limit that AttackAdaptive aims at; 0 means DefaultAdaptiveTarget.
+	Target float64
 }
 
 // Attackable is the optional interface of a Task whose updates simulated
@@ -102,25 +138,16 @@ func attackRand(job Job) *rand.Rand {
 // UpdateKind implements Attackable.
 func (t *FRL) UpdateKind() UpdateKind { return Rankings }
 
-// Poison implements Attackable for AttackReverse and AttackRandom.
+// Poison implements Attackable for AttackReverse, AttackRandom and
+// AttackAdaptive.
 func (t *FRL) Poison(p Poison) ([]byte, error) {
 	layers := t.spec.Layers()
 	order := make([][]uint32, len(layers))
 	switch p.Attack {
 	case AttackReverse:
-		if len(p.Honest) == 0 {
-			return nil, fmt.Errorf("task %s: %s needs the honest updates of the round's attackers", t.cfg.Name, p.Attack)
-		}
 		vote := rankvote.NewVote(layers)
-		var r [][]uint32
-		for i, h := range p.Honest {
-			var err error
-			if r, err = t.spec.DecodeFRLUpdate(h, r); err != nil {
-				return nil, fmt.Errorf("task %s: %s: honest update %d: %w", t.cfg.Name, p.Attack, i, err)
-			}
-			if err := vote.Add(r); err != nil {
-				return nil, fmt.Errorf("task %s: %s: honest update %d: %w", t.cfg.Name, p.Attack, i, err)
-			}
+		if err := t.decodeHonest(p, func(r [][]uint32) error { return vote.Add(r) }); err != nil {
+			return nil, err
 		}
 		for l := range order {
 			order[l] = vote.Result(l, nil)
@@ -136,23 +163,59 @@ func (t *FRL) Poison(p Poison) ([]byte, error) {
 			rng.Shuffle(n, func(i, j int) { o[i], o[j] = o[j], o[i] })
 			order[l] = o
 		}
+	case AttackAdaptive:
+		a, err := t.Adaptive(p)
+		if err != nil {
+			return nil, err
+		}
+		order = a.Order
 	default:
-		return nil, fmt.Errorf("task %s: %q: %w (%s; have: %s, %s, %s)", t.cfg.Name, p.Attack, ErrAttackKind,
-			Rankings, AttackReverse, AttackRandom, AttackLabelFlip)
+		return nil, fmt.Errorf("task %s: %q: %w (%s; have: %s, %s, %s, %s)", t.cfg.Name, p.Attack, ErrAttackKind,
+			Rankings, AttackReverse, AttackRandom, AttackAdaptive, AttackLabelFlip)
 	}
 	return t.spec.EncodeFRLUpdate(make([]byte, 0, t.spec.FRLUpdateSize()), order), nil
+}
+
+// decodeHonest decodes p.Honest, at least one update, and hands each to add
+// (the slices are reused between calls).
+func (t *FRL) decodeHonest(p Poison, add func(r [][]uint32) error) error {
+	if len(p.Honest) == 0 {
+		return fmt.Errorf("task %s: %s needs honestly trained updates of attacker clients", t.cfg.Name, p.Attack)
+	}
+	var r [][]uint32
+	for i, h := range p.Honest {
+		var err error
+		if r, err = t.spec.DecodeFRLUpdate(h, r); err != nil {
+			return fmt.Errorf("task %s: %s: honest update %d: %w", t.cfg.Name, p.Attack, i, err)
+		}
+		if err := add(r); err != nil {
+			return fmt.Errorf("task %s: %s: honest update %d: %w", t.cfg.Name, p.Attack, i, err)
+		}
+	}
+	return nil
 }
 
 // UpdateKind implements Attackable.
 func (t *Dense) UpdateKind() UpdateKind { return Weights }
 
-// Poison implements Attackable for AttackSignFlip and AttackNoise. Weights
-// that would overflow float32 are clamped to ±math.MaxFloat32.
+// Poison implements Attackable for AttackSignFlip, AttackNoise, AttackScale,
+// AttackBoost, AttackMinMax and AttackMinSum. Weights that would overflow
+// float32 are clamped to ±math.MaxFloat32.
 func (t *Dense) Poison(p Poison) ([]byte, error) {
-	if p.Attack != AttackSignFlip && p.Attack != AttackNoise {
-		return nil, fmt.Errorf("task %s: %q: %w (%s; have: %s, %s, %s)", t.cfg.Name, p.Attack, ErrAttackKind,
-			Weights, AttackSignFlip, AttackNoise, AttackLabelFlip)
+	switch p.Attack {
+	case AttackSignFlip, AttackNoise, AttackBoost:
+		return t.poisonOwn(p)
+	case AttackScale:
+		return t.scale(p)
+	case AttackMinMax, AttackMinSum:
+		return t.minMax(p)
 	}
+	return nil, fmt.Errorf("task %s: %q: %w (%s; have: %s, %s, %s, %s, %s, %s, %s)", t.cfg.Name, p.Attack, ErrAttackKind,
+		Weights, AttackSignFlip, AttackNoise, AttackScale, AttackBoost, AttackMinMax, AttackMinSum, AttackLabelFlip)
+}
+
+// poisonOwn makes the attacks on the attacker's own trained weights.
+func (t *Dense) poisonOwn(p Poison) ([]byte, error) {
 	if len(p.Honest) != 1 {
 		return nil, fmt.Errorf("task %s: %s needs the attacker's honest update, got %d updates", t.cfg.Name, p.Attack, len(p.Honest))
 	}
@@ -160,22 +223,7 @@ func (t *Dense) Poison(p Poison) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("task %s: %s: honest update: %w", t.cfg.Name, p.Attack, err)
 	}
-	if p.Attack == AttackSignFlip {
-		g, err := t.spec.DecodeDenseModel(p.Job.Model, nil)
-		if err != nil {
-			return nil, fmt.Errorf("task %s: %s: global model: %w", t.cfg.Name, p.Attack, err)
-		}
-		s := cmp.Or(p.Scale, DefaultFlipScale)
-		if !(s > 0 && !math.IsInf(s, 1)) {
-			return nil, fmt.Errorf("task %s: %s: scale %v, want > 0", t.cfg.Name, p.Attack, s)
-		}
-		for l, layer := range w {
-			for i, v := range layer {
-				gv := float64(g[l][i])
-				layer[i] = clampFloat32(gv - s*(float64(v)-gv))
-			}
-		}
-	} else {
+	if p.Attack == AttackNoise {
 		sigma := cmp.Or(p.Sigma, DefaultNoiseSigma)
 		if !(sigma > 0 && !math.IsInf(sigma, 1)) {
 			return nil, fmt.Errorf("task %s: %s: sigma %v, want > 0", t.cfg.Name, p.Attack, sigma)
@@ -186,8 +234,40 @@ func (t *Dense) Poison(p Poison) ([]byte, error) {
 				layer[i] = clampFloat32(float64(v) + sigma*rng.NormFloat64())
 			}
 		}
+		return t.spec.EncodeDenseUpdate(nil, w), nil
+	}
+	// signflip: global - s·(trained - global); boost: global + s·(trained - global).
+	def := float64(DefaultBoost)
+	if p.Attack == AttackSignFlip {
+		def = DefaultFlipScale
+	}
+	s, err := t.scaleOf(p, def)
+	if err != nil {
+		return nil, err
+	}
+	if p.Attack == AttackSignFlip {
+		s = -s
+	}
+	g, err := t.spec.DecodeDenseModel(p.Job.Model, nil)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %s: global model: %w", t.cfg.Name, p.Attack, err)
+	}
+	for l, layer := range w {
+		for i, v := range layer {
+			gv := float64(g[l][i])
+			layer[i] = clampFloat32(gv + s*(float64(v)-gv))
+		}
 	}
 	return t.spec.EncodeDenseUpdate(nil, w), nil
+}
+
+// scaleOf is p.Scale, or def when p.Scale is 0; it must be positive.
+func (t *Dense) scaleOf(p Poison, def float64) (float64, error) {
+	s := cmp.Or(p.Scale, def)
+	if !(s > 0 && !math.IsInf(s, 1)) {
+		return 0, fmt.Errorf("task %s: %s: scale %v, want > 0", t.cfg.Name, p.Attack, s)
+	}
+	return s, nil
 }
 
 func clampFloat32(x float64) float32 {

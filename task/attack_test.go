@@ -161,7 +161,7 @@ func TestFRLRandomAndKinds(t *testing.T) {
 		t.Error("random rankings are not a function of the job's seed")
 	}
 	acceptedByAll(t, tk, a, c)
-	for _, attack := range []string{AttackSignFlip, AttackNoise, AttackLabelFlip, "bogus"} {
+	for _, attack := range []string{AttackSignFlip, AttackNoise, AttackScale, AttackBoost, AttackMinMax, AttackMinSum, AttackLabelFlip, "bogus"} {
 		if _, err := tk.Poison(Poison{Attack: attack, Job: jobOf(tk, 1)}); !errors.Is(err, ErrAttackKind) {
 			t.Errorf("FRL %s: %v, want ErrAttackKind", attack, err)
 		}
@@ -233,6 +233,8 @@ func TestDenseSignFlipAndNoise(t *testing.T) {
 	for _, p := range []Poison{
 		{Attack: AttackReverse, Job: job, Honest: [][]byte{honest}},
 		{Attack: AttackRandom, Job: job},
+		{Attack: AttackAdaptive, Job: job, Honest: [][]byte{honest}},
+		{Attack: AttackLabelFlip, Job: job},
 	} {
 		if _, err := tk.Poison(p); !errors.Is(err, ErrAttackKind) {
 			t.Errorf("dense %s: %v, want ErrAttackKind", p.Attack, err)

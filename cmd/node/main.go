@@ -32,6 +32,7 @@ func main() {
 var commands = []struct{ name, summary string }{
 	{"sim", "run a simulated federation and report accuracy, traffic and time"},
 	{"robustness", "run every aggregator against every attack and print the accuracy table"},
+	{"sweep", "run a grid of simulations from a sweep file, cached and summarised over seeds"},
 	{"shard", "split the MNIST training set among peers as node sim does and write each share"},
 	{"init", "create a peer's home: its key and config.toml"},
 	{"genesis", "write a federation's genesis file and print its id (alias: federation new)"},
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stop()
 		go func() { <-ctx.Done(); stop() }()
 		return runRobustness(ctx, rest, stdout, stderr)
+	case "sweep":
+		return interruptible(func(ctx context.Context) int { return runSweepCmd(ctx, rest, stdout, stderr) })
 	case "shard":
 		return runShard(rest, stdout, stderr)
 	case "init":

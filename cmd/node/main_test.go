@@ -228,7 +228,7 @@ func TestFlagForFieldCoversConfig(t *testing.T) {
 	typ := reflect.TypeFor[simnet.Config]()
 	for i := range typ.NumField() {
 		name := strings.Split(typ.Field(i).Tag.Get("json"), ",")[0]
-		if _, ok := flagForField[name]; !ok {
+		if _, ok := flagForField[name]; !ok && !reportOnlyFields[name] {
 			t.Errorf("simnet.Config field %q has no flag in flagForField", name)
 		}
 	}

@@ -4,95 +4,113 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/fedrank/fedrank/simnet"
+	"github.com/fedrank/fedrank/sweeps"
 )
 
-func TestRobustnessTable(t *testing.T) {
-	o, err := parseRobustness([]string{"--rounds", "3", "--aggregators", "vote-robust,median", "--attacks", "reverse,signflip,labelflip", "--fractions", "0,0.2"}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
+func TestRobustnessFlags(t *testing.T) {
+	o, code, stop := parseRobustness([]string{"--rounds", "3", "--seed", "4", "--aggregators", "vote-robust,median",
+		"--attacks", "reverse,signflip", "--fractions", "0,0.2", "--out", "d", "--workers", "3"}, &bytes.Buffer{})
+	if stop {
+		t.Fatalf("exit %d", code)
 	}
-	var ran []string
-	fake := func(_ context.Context, cfg simnet.Config) (*simnet.Report, error) {
-		ran = append(ran, cfg.Aggregator+"/"+cfg.Scenario+"/"+cfg.Attack)
-		if cfg.Rounds != 3 || cfg.Peers != 1000 || cfg.PerRound != 25 || cfg.Seed != 1 || cfg.Partition != "dirichlet:1.0" {
-			t.Errorf("run config %+v", cfg)
-		}
-		if cfg.Attack == "labelflip" && cfg.Aggregator == "median" {
-			return nil, errors.New("boom")
-		}
-		return &simnet.Report{FinalAccuracy: 0.5 + cfg.Attackers}, nil
+	if o.file != sweeps.Robustness || o.fromEmbd == nil || o.out != "d" || o.workers != 3 {
+		t.Errorf("options %+v", o)
 	}
-	var progress bytes.Buffer
-	cells := robustness(context.Background(), o, fake, &progress)
-	want := []string{
-		"vote-robust/frl-mnist/", "vote-robust/frl-mnist/reverse", "vote-robust/frl-mnist/labelflip",
-		"median/fedavg-mnist/", "median/fedavg-mnist/signflip", "median/fedavg-mnist/labelflip",
+	if want := []string{"rounds=3", "seed=4", "attackers=0,0.2"}; !slices.Equal(o.set, want) {
+		t.Errorf("--set %v, want %v", o.set, want)
 	}
-	if strings.Join(ran, " ") != strings.Join(want, " ") {
-		t.Fatalf("runs %v, want %v", ran, want)
+	if want := []string{"aggregator=vote-robust,median", "attack=reverse,signflip"}; !slices.Equal(o.only, want) {
+		t.Errorf("--only %v, want %v", o.only, want)
 	}
-	var out bytes.Buffer
-	if err := writeRobustTable(&out, o, cells); err != nil {
-		t.Fatal(err)
+	if o, _, _ := parseRobustness(nil, &bytes.Buffer{}); o.out != "out/robustness" || len(o.set)+len(o.only) != 0 {
+		t.Errorf("defaults %+v", o)
 	}
-	for _, line := range []string{
-		"Final accuracy after 3 rounds: 1000 peers, 25 per round, partition dirichlet:1.0, seed 1.",
-		"| aggregator | scenario | no attack | reverse 20% | signflip 20% | labelflip 20% |",
-		"| vote-robust | frl-mnist | 0.5000 | 0.7000 | - | 0.7000 |",
-		"| median | fedavg-mnist | 0.5000 | - | 0.7000 | error |",
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rounds", "x"}, "invalid --rounds: rounds: want an integer"},
+		{[]string{"--seed", "1", "--seeds", "1,2"}, "invalid --seed"},
+		{[]string{"--aggregators", ""}, "invalid --aggregators: empty"},
+		{[]string{"--bogus"}, "bogus"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+		// What simnet rejects is reported before any run, naming the setting.
+		{[]string{"--peers", "10", "--per-round", "11", "--dry-run"}, "invalid --set per_round: 11, must be in [1, peers=10]"},
+		{[]string{"--fractions", "0,0.5", "--dry-run"}, "invalid --set attackers: 0.5, must be a fraction in [0, 0.5)"},
+		{[]string{"--aggregators", "nope", "--dry-run"}, "no cell to run"},
+		{[]string{"--workers", "0"}, "invalid --workers"},
 	} {
-		if !strings.Contains(out.String(), line) {
-			t.Errorf("table lacks %q:\n%s", line, out.String())
+		code, stdout, stderr := runCLI(append([]string{"robustness"}, tc.args...)...)
+		if code != exitUsage || stdout != "" || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr, tc.want)
 		}
-	}
-	if !strings.Contains(progress.String(), "[6/6] median on fedavg-mnist, labelflip 20%: error: boom") {
-		t.Errorf("progress:\n%s", progress.String())
 	}
 }
 
-func TestRobustnessFlags(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		flag string
-	}{
-		{[]string{"--aggregators", "vote,nope"}, "aggregators"},
-		{[]string{"--attacks", "reverse,nope"}, "attacks"},
-		{[]string{"--fractions", "0,0.5"}, "fractions"},
-		{[]string{"--fractions", "x"}, "fractions"},
-		{[]string{"--scenarios", "nope"}, "scenarios"},
-		{[]string{"--aggregators", ","}, "aggregators"},
-		{[]string{"--peers", "0"}, "peers"},
-		{[]string{"--rounds", "-1"}, "rounds"},
-		{[]string{"--seed", "0"}, "seed"},
+// TestRobustnessTable runs `node robustness` on a fake runner: the rows,
+// columns and cells of the table.
+func TestRobustnessTable(t *testing.T) {
+	o, _, stop := parseRobustness([]string{"--rounds", "3", "--seeds", "1,2", "--aggregators", "vote-robust,median",
+		"--attacks", "reverse,signflip,labelflip", "--fractions", "0,0.2", "--out", t.TempDir(), "--quiet"}, &bytes.Buffer{})
+	if stop {
+		t.Fatal("parse failed")
+	}
+	var mu sync.Mutex
+	var ran []string
+	fake := func(_ context.Context, cfg simnet.Config, _ simnet.Observer) (*simnet.Report, error) {
+		mu.Lock()
+		ran = append(ran, fmt.Sprintf("%s/%s/%s/%d", cfg.Aggregator, cfg.Scenario, cfg.Attack, cfg.Seed))
+		mu.Unlock()
+		if cfg.Rounds != 3 || cfg.Peers != 1000 || cfg.PerRound != 25 || cfg.Partition != "dirichlet:1.0" {
+			t.Errorf("run config %+v", cfg)
+		}
+		if cfg.Attack == "labelflip" && cfg.Aggregator == "median" && cfg.Seed == 2 {
+			return nil, errors.New("boom")
+		}
+		return fakeReport(cfg, 0.5+cfg.Attackers+0.01*float64(cfg.Seed)), nil
+	}
+	var stdout, stderr bytes.Buffer
+	code := runSweep(context.Background(), robustnessCmd.name, o, fake, &stdout, &stderr)
+	if code != exitFailure {
+		t.Errorf("exit %d with a failed cell, want 1", code)
+	}
+	// vote-robust: baseline, reverse, labelflip; median: baseline, signflip, labelflip; 2 seeds each.
+	if len(ran) != 12 {
+		t.Errorf("%d runs, want 12: %v", len(ran), ran)
+	}
+	for _, line := range []string{
+		"| scenario | aggregator | no attack | reverse 20% | labelflip 20% | signflip 20% |",
+		"| frl-mnist | vote-robust | 0.5150 ± 0.0635 | 0.7150 ± 0.0635 | 0.7150 ± 0.0635 | - |",
+		"| fedavg-mnist | median | 0.5150 ± 0.0635 | - | 0.7100 | 0.7150 ± 0.0635 |",
 	} {
-		_, err := parseRobustness(tc.args, &bytes.Buffer{})
-		var ue *usageError
-		if !errors.As(err, &ue) || ue.flag != tc.flag {
-			t.Errorf("%v: %v, want a usage error on --%s", tc.args, err, tc.flag)
+		if !strings.Contains(stdout.String(), line) {
+			t.Errorf("table lacks %q:\n%s", line, stdout.String())
 		}
 	}
-	// Settings that simnet rejects are reported before any run.
-	code, _, stderr := runCLI("robustness", "--peers", "10", "--per-round", "11")
-	if code != exitUsage || !strings.Contains(stderr, "invalid --per-round") {
-		t.Errorf("--per-round 11 of 10 peers: exit %d, stderr %q", code, stderr)
-	}
-	code, _, stderr = runCLI("robustness", "--bogus")
-	if code != exitUsage || !strings.Contains(stderr, "bogus") {
-		t.Errorf("--bogus: exit %d, stderr %q", code, stderr)
+	if !strings.Contains(stderr.String(), "median labelflip 20% seed 2) failed: boom") {
+		t.Errorf("stderr:\n%s", stderr.String())
 	}
 }
 
 func TestSimAttackFlags(t *testing.T) {
+	var names []string // the attacks engineer adds to these
+	for _, a := range simnet.Attacks() {
+		names = append(names, a.Name)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--attack", "reverse"}, "invalid --attackers: attack \"reverse\" given without a fraction of attackers"},
-		{[]string{"--attackers", "0.2"}, "invalid --attack: attackers 0.2 given without an attack (have: reverse, random, signflip, noise, labelflip)"},
+		{[]string{"--attackers", "0.2"}, "invalid --attack: attackers 0.2 given without an attack (have: " + strings.Join(names, ", ") + ")"},
 		{[]string{"--attackers", "0.2", "--attack", "nope"}, "invalid --attack: unknown attack \"nope\""},
 		{[]string{"--attackers", "0.4", "--attack", "reverse"}, "invalid --attack: the task of scenario test-scalar supports no attacks"},
 	} {

@@ -38,7 +38,26 @@ var flagForField = map[string]string{
 	"workers":          "workers",
 	"rank":             "rank",
 	"compression":      "compression",
+	// Faults.
+	"partition_net":       "partition-net",
+	"stragglers":          "stragglers",
+	"churn":               "churn",
+	"crash_aggregator":    "crash-aggregator",
+	"crash_aggregator_at": "crash-aggregator-at",
+	"aggregator_down_ms":  "aggregator-down",
+	// Local training.
+	"lr":           "lr",
+	"momentum":     "momentum",
+	"weight_decay": "weight-decay",
+	"epochs":       "epochs",
+	"batch":        "batch",
+	"lr_schedule":  "lr-schedule",
+	"lr_decay":     "lr-decay",
 }
+
+// reportOnlyFields are the simnet.Config fields that no flag sets: effective
+// values the run reports.
+var reportOnlyFields = map[string]bool{"aggregator_params": true}
 
 // flagName is the flag, with its dashes, that sets the Config field named by
 // a ConfigError; a field no flag sets is returned as it is.
@@ -92,24 +111,42 @@ func parseSim(args []string, stderr io.Writer) (simOptions, error) {
 	fs.StringVar(&c.Net, "net", "", "network profile: ideal, lan, wan or lossy")
 	fs.Float64Var(&c.Crash, "crash", 0, "`probability` that a selected trainer crashes in a round")
 	fs.Float64Var(&c.Quorum, "quorum", 0, "`fraction` of the selected peers whose updates close a round early")
-	fs.Func("round-timeout", "round deadline in simulated time, a `duration` such as 30s or 1500ms", func(s string) error {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return errors.New(strings.TrimPrefix(err.Error(), "time: "))
-		}
-		if d%time.Millisecond != 0 {
-			return errors.New("must be a whole number of milliseconds")
-		}
-		c.RoundTimeoutMs = d.Milliseconds()
-		return nil
-	})
+	fs.Func("round-timeout", "round deadline in simulated time, a `duration` such as 30s or 1500ms", msFlag(&c.RoundTimeoutMs))
 	fs.StringVar(&c.DataDir, "data", "", "`dir`ectory of the MNIST IDX files (default: the copy shipped with the Go module)")
 	fs.IntVar(&c.Rank, "rank", 0, "adapter `rank` of LoRA scenarios (default: the scenario's, 4)")
 	fs.StringVar(&c.Compression, "compression", "", "upload codec of LoRA scenarios: fp32, fp16 or int8 (default: the scenario's, int8)")
 	fs.IntVar(&c.Workers, "workers", 0, "goroutines for training and evaluation (default GOMAXPROCS); changes wall time, never results")
+	// Faults (simnet.Faults describes them for --list).
+	fs.Func("partition-net", "cut peers off from the aggregator: `schedule` 'ROUNDS:WHO;...' (10-20:0.3, 4:peer-0001,peer-0002) or @FILE (one 'ROUNDS WHO' per line)", func(v string) error {
+		if path, ok := strings.CutPrefix(v, "@"); ok {
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if v, err = simnet.LoadPartitionSchedule(f); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		c.PartitionNet = v
+		return nil
+	})
+	fs.StringVar(&c.Stragglers, "stragglers", "", "per-peer compute speed `model`: lognormal:SIGMA or slow:FRACxFACTOR (e.g. slow:0.1x5: 10% of peers 5x slower)")
+	fs.Float64Var(&c.Churn, "churn", 0, "`probability` that a peer is away in a round (it comes back empty)")
+	fs.Float64Var(&c.CrashAggregator, "crash-aggregator", 0, "`probability` that the aggregator crashes in a round (it restarts from its store)")
+	fs.StringVar(&c.CrashAggregatorAt, "crash-aggregator-at", "", "`rounds` in which the aggregator crashes, e.g. 3,7")
+	fs.Func("aggregator-down", "how long a crashed aggregator stays down, a simulated `duration` (default 5s)", msFlag(&c.AggregatorDownMs))
+	// Local training (default: the scenario's).
+	fs.Float64Var(&c.LR, "lr", 0, "local learning `rate` (default: the scenario's)")
+	fs.Float64Var(&c.Momentum, "momentum", 0, "local SGD `momentum` (default: the scenario's)")
+	fs.Float64Var(&c.WeightDecay, "weight-decay", 0, "local weight `decay` (default: the scenario's)")
+	fs.IntVar(&c.Epochs, "epochs", 0, "local `epochs` per round (default: the scenario's)")
+	fs.IntVar(&c.Batch, "batch", 0, "local batch `size` (default: the scenario's)")
+	fs.StringVar(&c.LRSchedule, "lr-schedule", "", "learning-rate `schedule` within a round: cosine or constant (default: the scenario's)")
+	fs.Float64Var(&c.LRDecay, "lr-decay", 0, "learning-rate `factor` per round, in (0, 1] (default: the scenario's)")
 	fs.StringVar(&o.out, "out", "", "write report.json, rounds.csv and accuracy.png into `dir`")
 	fs.BoolVar(&o.json, "json", false, "print report.json on stdout instead of the table")
-	fs.BoolVar(&o.list, "list", false, "list the scenarios, aggregators, attacks and network profiles")
+	fs.BoolVar(&o.list, "list", false, "list the scenarios, aggregators, attacks, network profiles and faults")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
 
 	err := fs.Parse(args)
@@ -133,6 +170,21 @@ func parseSim(args []string, stderr io.Writer) (simOptions, error) {
 	return o, nil
 }
 
+// msFlag parses a duration flag into whole milliseconds.
+func msFlag(dst *int64) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return errors.New(strings.TrimPrefix(err.Error(), "time: "))
+		}
+		if d%time.Millisecond != 0 {
+			return errors.New("must be a whole number of milliseconds")
+		}
+		*dst = d.Milliseconds()
+		return nil
+	}
+}
+
 // simUsage prints the flags of `node sim` as DESIGN.md writes them, with two dashes.
 var simCmd = cmdSpec{
 	name:     "node sim",
@@ -140,7 +192,7 @@ var simCmd = cmdSpec{
 	about: []string{
 		"Runs a simulated federation: a progress bar on stderr, then a summary table on stdout",
 		"(or, with --json, report.json). Flags left out take the scenario's defaults;",
-		"--list shows the scenarios, aggregators, attacks and network profiles.",
+		"--list shows the scenarios, aggregators, attacks, network profiles and faults.",
 	},
 }
 
@@ -164,8 +216,8 @@ func checkGivenZeros(o simOptions) error {
 		}
 		zero, def := "0", fmt.Sprint(ev.Field(i).Interface())
 		switch {
-		case field == "round_timeout_ms":
-			zero, def = "0s", (time.Duration(eff.RoundTimeoutMs) * time.Millisecond).String()
+		case strings.HasSuffix(field, "_ms"):
+			zero, def = "0s", (time.Duration(ev.Field(i).Int()) * time.Millisecond).String()
 		case cv.Field(i).Kind() == reflect.String:
 			zero, def = `""`, fmt.Sprintf("%q", def)
 		}
@@ -314,6 +366,7 @@ type listing struct {
 	Scenarios       []scenarioListing `json:"scenarios"`
 	Attacks         []simnet.Info     `json:"attacks"`
 	NetProfiles     []simnet.Info     `json:"net_profiles"`
+	Faults          []simnet.Info     `json:"faults"`
 }
 
 type scenarioListing struct {
@@ -324,7 +377,7 @@ type scenarioListing struct {
 }
 
 func listSim(asJSON bool, stdout, stderr io.Writer) int {
-	l := listing{DefaultScenario: simnet.DefaultScenario, Attacks: simnet.Attacks(), NetProfiles: simnet.NetProfiles()}
+	l := listing{DefaultScenario: simnet.DefaultScenario, Attacks: simnet.Attacks(), NetProfiles: simnet.NetProfiles(), Faults: simnet.Faults()}
 	for _, s := range simnet.Scenarios() {
 		def := s.Defaults.Aggregator
 		if def == "" && len(s.Aggregators) > 0 {
@@ -370,6 +423,11 @@ func listSim(asJSON bool, stdout, stderr io.Writer) int {
 	fmt.Fprintln(tw, "Network profiles (--net):")
 	for _, n := range l.NetProfiles {
 		fmt.Fprintf(tw, "  %s\t%s\n", n.Name, n.Description)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "Faults (seeded, replayable):")
+	for _, f := range l.Faults {
+		fmt.Fprintf(tw, "  %s\t%s\n", f.Name, f.Description)
 	}
 	if err := tw.Flush(); err != nil {
 		fmt.Fprintf(stderr, "node sim: %v\n", err)

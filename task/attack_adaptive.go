@@ -1,0 +1,326 @@
+package task
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/fedrank/fedrank/rankvote"
+)
+
+// DefaultAdaptiveTarget is the fraction of its estimate of vote-robust's
+// distance limit that AttackAdaptive aims at. The estimate is off by 10-25%
+// either way from round to round (the attackers see 25 honest-like rankings,
+// not the round's), so aiming at all of it gets the attackers dropped in
+// about a third of the rounds; at 0.75 they are kept in nearly all.
+const DefaultAdaptiveTarget = 0.75
+
+// AdaptiveResult is what AttackAdaptive computed, for tests and reports.
+type AdaptiveResult struct {
+	Order [][]uint32 // the crafted ranking, per layer
+	// Consensus is the attackers' estimate of the round's consensus: the
+	// median-position ranking of their honestly trained rankings, per layer.
+	Consensus [][]uint32
+	// Limit is their estimate of the filter's distance limit, Target the
+	// distance they aimed at (Poison.Target × Limit), and Distance the
+	// crafted ranking's distance to Consensus as the filter measures it
+	// (the mean over layers of the Spearman footrule over floor(n²/2)); it
+	// is at most Target.
+	Limit, Target, Distance float64
+	// Moved is, per layer, how many edges were moved across a boundary of
+	// the mask, of Candidates that could have been.
+	Moved, Candidates []int
+}
+
+// Adaptive crafts the update of AttackAdaptive, an attack on "vote-robust"
+// (rankvote.FilteredVote) by colluding attackers who know its rule: a Borda
+// count over the voters whose distance to the median-position consensus
+// (the mean over layers of the Spearman footrule over floor(n²/2)) is at
+// most median + rankvote.HampelK × MAD of the round's distances.
+//
+// The attackers see only their own updates, p.Honest, trained honestly from
+// the global model (the simulator trains min(attackers, per-round) attacker
+// clients, as the FRL reference does for rank reversal). From them they
+// estimate the round's consensus, as the filter computes it (the median
+// position of each edge over their rankings), and the filter's limit (see
+// estimateLimit); Target is p.Target times that limit.
+//
+// The crafted ranking, which all the round's attackers send, is that
+// consensus with edges moved across the two boundaries of the mask. A
+// layer's mask keeps the edges at both ends of the ranking, positions
+// [0, lo) and [hi, n); only moves across lo or hi change the model. In the
+// Borda count the m attackers of k voters move an edge's position sum as
+// much as moving it by m/k of the distance for every voter, so an edge
+// offset positions inside its nearest boundary is moved (offset+1)·k/m
+// positions, as far as carries it there in the vote; edges too deep to get
+// there within the layer are left alone. Which edges: the attackers' own
+// training says how much each edge gained in |score|, the quantity the mask
+// keeps the largest of: a kept edge that gained is one the honest peers are
+// making more useful, an unkept edge that lost one they are making less so.
+// Those are the candidates (kept edges with a gain, to move out; unkept
+// ones with a loss, to move in), ranked by |gain| per unit of the distance
+// their move costs, about 2·(offset+1)·k/m over floor(n²/2). The number
+// moved, best first, is binary-searched to land just under Target. Edges
+// nearest the boundaries cost least, so they go first.
+//
+// Against the plain Borda vote ("vote") the same ranking does about as much
+// harm: the distance limit is then only what keeps it close to an honest
+// ranking.
+func (t *FRL) Adaptive(p Poison) (AdaptiveResult, error) {
+	if p.Attack != AttackAdaptive {
+		return AdaptiveResult{}, fmt.Errorf("task %s: Adaptive of %q: %w", t.cfg.Name, p.Attack, ErrAttackKind)
+	}
+	target := cmp.Or(p.Target, DefaultAdaptiveTarget)
+	if !(target > 0 && target <= 100) {
+		return AdaptiveResult{}, fmt.Errorf("task %s: %s: target %v, want a fraction of the limit in (0, 100]", t.cfg.Name, p.Attack, target)
+	}
+	m, k := p.Attackers, p.Voters
+	if m <= 0 || k <= m {
+		m, k = 1, 5
+	}
+	global, err := t.spec.DecodeFRLModel(p.Job.Model, nil)
+	if err != nil {
+		return AdaptiveResult{}, fmt.Errorf("task %s: %s: global model: %w", t.cfg.Name, p.Attack, err)
+	}
+	layers := t.spec.Layers()
+	fv := rankvote.NewFilteredVote(layers)
+	// gain[l][e]: first the sum of the |score| edge e got in each trained ranking.
+	gain := make([][]float64, len(layers))
+	for l, n := range layers {
+		gain[l] = make([]float64, n)
+	}
+	add := func(r [][]uint32) error {
+		if err := fv.Add(r); err != nil {
+			return err
+		}
+		for l, order := range r {
+			sorted, g := t.net.Layers[l].Sorted, gain[l]
+			for i, e := range order {
+				g[e] += math.Abs(float64(sorted[i]))
+			}
+		}
+		return nil
+	}
+	if err := t.decodeHonest(p, add); err != nil {
+		return AdaptiveResult{}, err
+	}
+	res := AdaptiveResult{
+		Consensus:  fv.Filter(nil), // and the distances, for the limit
+		Order:      make([][]uint32, len(layers)),
+		Moved:      make([]int, len(layers)),
+		Candidates: make([]int, len(layers)),
+	}
+	res.Limit = estimateLimit(fv.Distances(), m, k)
+	res.Target = target * res.Limit
+
+	reach := float64(k) / float64(m)
+	st := make([]boundaryLayer, len(layers))
+	var cands []candidate
+	counted := 0
+	for l, n := range layers {
+		st[l] = newBoundaryLayer(res.Consensus[l], t.net.Layers[l].On)
+		if n < 2 {
+			continue
+		}
+		counted++
+		g, sorted := gain[l], t.net.Layers[l].Sorted
+		for i, e := range global[l] {
+			g[e] = g[e]/float64(len(p.Honest)) - math.Abs(float64(sorted[i]))
+		}
+		before := len(cands)
+		cands = st[l].candidates(cands, l, g, reach)
+		res.Candidates[l] = len(cands) - before
+	}
+	rankCandidates(cands, st)
+
+	// craft fills res.Order with the best n candidates moved and returns
+	// its distance to the consensus.
+	craft := func(n int) float64 {
+		var d float64
+		for l := range st {
+			res.Order[l] = st[l].move(res.Order[l], n)
+			if len(res.Order[l]) >= 2 {
+				d += float64(rankvote.Footrule(res.Order[l], st[l].pos)) / st[l].maxF()
+			}
+		}
+		return d / float64(max(counted, 1))
+	}
+	lo, hi := 0, len(cands)
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if craft(mid) <= res.Target {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	res.Distance = craft(lo)
+	for _, c := range cands[:lo] {
+		res.Moved[c.layer]++
+	}
+	return res, nil
+}
+
+// boundaryLayer is one layer's estimated consensus and its mask.
+type boundaryLayer struct {
+	cons   []uint32    // the consensus ranking
+	pos    []uint32    // pos[e]: e's position in cons
+	lo, hi int         // the mask keeps positions [0, lo) and [hi, n)
+	cands  []candidate // the layer's candidates, by where they go
+	moved  []bool      // scratch of move
+}
+
+func newBoundaryLayer(cons []uint32, on []bool) boundaryLayer {
+	b := boundaryLayer{cons: cons, pos: make([]uint32, len(cons)), moved: make([]bool, len(cons))}
+	for i, e := range cons {
+		b.pos[e] = uint32(i)
+	}
+	n := len(on)
+	for b.lo < n && on[b.lo] {
+		b.lo++
+	}
+	b.hi = n
+	for b.hi > b.lo && on[b.hi-1] {
+		b.hi--
+	}
+	return b
+}
+
+func (b *boundaryLayer) maxF() float64 { n := uint64(len(b.cons)); return float64(n * n / 2) }
+
+// candidate is an edge the attack may move across a boundary of the mask.
+type candidate struct {
+	layer int
+	edge  uint32
+	to    float64 // its position key in the crafted ranking
+	ratio float64 // |gain| per unit of normalised distance
+	rank  int     // its place among all candidates by ratio, best first
+}
+
+// candidates appends the layer's candidates: the kept edges that gained
+// |score| (gain > 0), to be moved out of the mask, and the unkept ones that
+// lost (gain < 0), to be moved in, each (offset+1)·reach positions past its
+// nearest boundary, offset being how far inside it stands; those that would
+// leave the ranking are left out.
+func (b *boundaryLayer) candidates(dst []candidate, layer int, gain []float64, reach float64) []candidate {
+	n := len(b.cons)
+	for p, e := range b.cons {
+		var delta float64
+		switch g := gain[e]; {
+		case p < b.lo && g > 0:
+			delta = float64(b.lo-p) * reach
+		case p >= b.hi && g > 0:
+			delta = -float64(p-b.hi+1) * reach
+		case p >= b.lo && p < b.hi && g < 0:
+			if p-b.lo <= b.hi-1-p {
+				delta = -float64(p-b.lo+1) * reach
+			} else {
+				delta = float64(b.hi-p) * reach
+			}
+		default:
+			continue
+		}
+		to := float64(p) + delta
+		if to < 0 || to > float64(n-1) {
+			continue
+		}
+		// The move costs about twice its length: the edges it passes shift by one.
+		dst = append(dst, candidate{layer: layer, edge: e, to: to, ratio: math.Abs(gain[e]) * b.maxF() / (2 * math.Abs(delta))})
+	}
+	return dst
+}
+
+// rankCandidates ranks cands by ratio, best first, and hands each layer of
+// st its own, in the order of where they go.
+func rankCandidates(cands []candidate, st []boundaryLayer) {
+	slices.SortStableFunc(cands, func(a, b candidate) int { return cmp.Compare(b.ratio, a.ratio) })
+	for i := range cands {
+		cands[i].rank = i
+	}
+	for _, c := range cands {
+		st[c.layer].cands = append(st[c.layer].cands, c)
+	}
+	for l := range st {
+		slices.SortFunc(st[l].cands, func(x, y candidate) int {
+			if c := cmp.Compare(x.to, y.to); c != 0 {
+				return c
+			}
+			return cmp.Compare(x.edge, y.edge)
+		})
+	}
+}
+
+// move writes into dst (resized) the consensus with the layer's candidates
+// of rank below best moved to where they go; the other edges keep their
+// order.
+func (b *boundaryLayer) move(dst []uint32, best int) []uint32 {
+	for _, c := range b.cands {
+		b.moved[c.edge] = c.rank < best
+	}
+	dst = dst[:0]
+	j := 0
+	for p, e := range b.cons {
+		for ; j < len(b.cands) && b.cands[j].to < float64(p); j++ {
+			if b.cands[j].rank < best {
+				dst = append(dst, b.cands[j].edge)
+			}
+		}
+		if !b.moved[e] {
+			dst = append(dst, e)
+		}
+	}
+	for ; j < len(b.cands); j++ {
+		if b.cands[j].rank < best {
+			dst = append(dst, b.cands[j].edge)
+		}
+	}
+	return dst
+}
+
+// estimateLimit is the attackers' estimate of vote-robust's distance limit,
+// from d, the distances of their honestly trained rankings to their own
+// consensus. The round holds k-m honest voters, whose distances the
+// attackers take to be distributed as d, and m attackers at one distance x:
+// the estimate is the largest x not above rankvote.HampelLimit of those k
+// distances (the attackers' own distances raise the median, and with it the
+// limit).
+func estimateLimit(d []float64, m, k int) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(d))
+	h := k - m
+	all := make([]float64, 0, k)
+	for j := range h {
+		all = append(all, quantile(s, (float64(j)+0.5)/float64(h)))
+	}
+	limit := func(x float64) float64 {
+		all = all[:h]
+		for range m {
+			all = append(all, x)
+		}
+		return rankvote.HampelLimit(all)
+	}
+	lo, hi := 0.0, 1.0
+	for range 50 {
+		mid := (lo + hi) / 2
+		if mid <= limit(mid) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// quantile is the q-quantile of sorted s, interpolated linearly.
+func quantile(s []float64, q float64) float64 {
+	x := q * float64(len(s)-1)
+	i := int(x)
+	if i >= len(s)-1 {
+		return s[len(s)-1]
+	}
+	f := x - float64(i)
+	return s[i]*(1-f) + s[i+1]*f
+}
