@@ -11,8 +11,10 @@ type DropReporter interface {
 	// Dropped returns the Update.Peer of every update that Add accepted in
 	// the round of the last Finalize and that Finalize left out of the model,
 	// in the order of Add (a peer that sent two updates is named twice). It
-	// is nil before the round's Finalize, after Begin, and when nothing was
-	// dropped. The slice is the caller's.
+	// is nil before the first Finalize and when nothing was dropped. Begin
+	// does not clear it (node.Machine begins the next round in the step
+	// that finalizes one, before its driver can ask); the next Finalize
+	// replaces it. The slice is the caller's.
 	Dropped() []string
 }
 
@@ -28,16 +30,16 @@ type roundPeers struct {
 	dropped []string
 }
 
-func (r *roundPeers) begin() { r.peers, r.dropped = r.peers[:0], nil }
+func (r *roundPeers) begin() { r.peers = r.peers[:0] }
 
 func (r *roundPeers) accept(peer string) { r.peers = append(r.peers, peer) }
 
 // finalize records as dropped the accepted updates that used(i) says the
-// model left out.
+// model left out (used nil: none, a round without updates).
 func (r *roundPeers) finalize(used func(i int) bool) {
 	r.dropped = nil
 	for i, p := range r.peers {
-		if !used(i) {
+		if used != nil && !used(i) {
 			r.dropped = append(r.dropped, p)
 		}
 	}

@@ -54,12 +54,13 @@ func TestFilteredVoteReportsDroppedVoters(t *testing.T) {
 	if got := v.Dropped(); !slices.Equal(got, []string{"a0"}) {
 		t.Errorf("Dropped returned its own slice: now %v", got)
 	}
-	// The next round starts clean; a round without outliers drops nobody.
+	// Begin keeps the last round's (node.Machine begins the next round in
+	// the step that finalizes one); a round without outliers drops nobody.
 	if err := v.Begin(2, four.EncodeFRLModel([][]uint32{id})); err != nil {
 		t.Fatal(err)
 	}
-	if got := v.Dropped(); got != nil {
-		t.Errorf("dropped %v after Begin", got)
+	if got := v.Dropped(); !slices.Equal(got, []string{"a0"}) {
+		t.Errorf("dropped %v after Begin, want the last Finalize's [a0]", got)
 	}
 	for _, p := range []string{"h0", "h1"} {
 		u := frlUpdate(t, four, id)
@@ -73,6 +74,11 @@ func TestFilteredVoteReportsDroppedVoters(t *testing.T) {
 	}
 	if got := v.Dropped(); got != nil {
 		t.Errorf("dropped %v from identical voters", got)
+	}
+	// A Finalize without updates drops nothing.
+	v.Begin(3, four.EncodeFRLModel([][]uint32{id}))
+	if _, err := v.Finalize(); err != ErrNoUpdates || v.Dropped() != nil {
+		t.Errorf("empty round: %v, dropped %v", err, v.Dropped())
 	}
 }
 
@@ -95,7 +101,8 @@ func TestMultiKrumReportsDroppedUpdates(t *testing.T) {
 			t.Errorf("f=%d m=%d: dropped %v, want %v", tc.f, tc.m, got, tc.dropped)
 		}
 	}
-	// A rejected update is not named; Begin forgets the last round.
+	// A rejected update is not named; Begin keeps the last round's until
+	// the next Finalize.
 	k := must(NewMultiKrum(tiny, 1, 0))
 	if err := k.Begin(1, tinyGlobal); err != nil {
 		t.Fatal(err)
@@ -116,8 +123,16 @@ func TestMultiKrumReportsDroppedUpdates(t *testing.T) {
 	if got := k.Dropped(); !slices.Equal(got, []string{"u4"}) {
 		t.Errorf("dropped %v, want [u4]", got)
 	}
-	if err := k.Begin(2, tinyGlobal); err != nil || k.Dropped() != nil {
+	if err := k.Begin(2, tinyGlobal); err != nil || !slices.Equal(k.Dropped(), []string{"u4"}) {
 		t.Errorf("after Begin: dropped %v (%v)", k.Dropped(), err)
+	}
+	runDense(t, k, us[:3]...) // 0, 1, 2: f = 0, all averaged
+	if got := k.Dropped(); got != nil {
+		t.Errorf("next round: dropped %v, want none", got)
+	}
+	k.Begin(3, tinyGlobal)
+	if _, err := k.Finalize(); err != ErrNoUpdates || k.Dropped() != nil {
+		t.Errorf("empty round: %v, dropped %v", err, k.Dropped())
 	}
 }
 

@@ -229,6 +229,7 @@ func (k *MultiKrum) Dropped() []string { return k.drops.list() }
 func (k *MultiKrum) Finalize() ([]byte, error) {
 	n := k.n
 	if n == 0 {
+		k.drops.finalize(nil)
 		return nil, ErrNoUpdates
 	}
 	f := max((n-3)/2, 0)

@@ -145,6 +145,7 @@ func (v *FilteredVote) Dropped() []string { return v.drops.list() }
 // Finalize implements Aggregator.
 func (v *FilteredVote) Finalize() ([]byte, error) {
 	if v.vote.Voters() == 0 {
+		v.drops.finalize(nil)
 		return nil, ErrNoUpdates
 	}
 	order := v.vote.Result(nil)

@@ -68,9 +68,9 @@ var attackDefs = []attackDef{
 		[]task.UpdateKind{task.Weights}, poisonForge, floatArg(func(p *task.Poison, v float64) { p.Scale = v })},
 	{Info{task.AttackBoost, fmt.Sprintf("boosting: sends global + F x (trained - global), the honest step scaled; boost:F, default F = %g", float64(task.DefaultBoost))},
 		[]task.UpdateKind{task.Weights}, poisonOwn, floatArg(func(p *task.Poison, v float64) { p.Scale = v })},
-	{Info{task.AttackMinMax, "NDSS'21 min-max: from min(attackers, per-round) honestly trained attacker clients, sends mean + gamma x perturbation with the largest gamma whose largest squared distance to them is within their own; minmax:std|unit|sign picks the perturbation (default std)"},
+	{Info{task.AttackMinMax, "NDSS'21 min-max: from min(attackers, per-round) honestly trained attacker clients, sends mean + gamma x perturbation with the largest gamma whose largest squared distance to them is within their own; minmax:unit|std|sign picks the perturbation: minus the unit vector of the mean step (default), minus the standard deviation, minus the sign"},
 		[]task.UpdateKind{task.Weights}, poisonCollective, deviationArg},
-	{Info{task.AttackMinSum, "NDSS'21 min-sum: as minmax, with the sum of squared distances to the trained updates within the largest such sum of one of them; minsum:std|unit|sign"},
+	{Info{task.AttackMinSum, "NDSS'21 min-sum: as minmax, with the sum of squared distances to the trained updates within the largest such sum of one of them; minsum:unit|std|sign"},
 		[]task.UpdateKind{task.Weights}, poisonCollective, deviationArg},
 	{Info{task.AttackLabelFlip, "label flipping: trains honestly on labels l -> 9-l (classes-1-l)"},
 		[]task.UpdateKind{task.Rankings, task.Weights}, trainFlipped, nil},
@@ -90,11 +90,11 @@ func floatArg(set func(p *task.Poison, v float64)) func(p *task.Poison, param st
 
 func deviationArg(p *task.Poison, param string) error {
 	switch param {
-	case task.DeviationStd, task.DeviationUnit, task.DeviationSign:
+	case task.DeviationUnit, task.DeviationStd, task.DeviationSign:
 		p.Deviation = param
 		return nil
 	}
-	return fmt.Errorf("parameter %q, want %s, %s or %s", param, task.DeviationStd, task.DeviationUnit, task.DeviationSign)
+	return fmt.Errorf("parameter %q, want %s, %s or %s", param, task.DeviationUnit, task.DeviationStd, task.DeviationSign)
 }
 
 // Attacks lists the attacker behaviours (--attack), for `sim --list`.

@@ -335,7 +335,7 @@ func TestResolveAttackSettings(t *testing.T) {
 		{"frl-mnist", "reverse:2", 0.2, "attack", `attack "reverse" takes no parameter`},
 		{"fedavg-mnist", "scale:-1", 0.2, "attack", `attack "scale": parameter "-1", want a positive number`},
 		{"fedavg-mnist", "scale:", 0.2, "attack", `attack "scale": parameter "", want a positive number`},
-		{"fedavg-mnist", "minmax:mean", 0.2, "attack", `attack "minmax": parameter "mean", want std, unit or sign`},
+		{"fedavg-mnist", "minmax:mean", 0.2, "attack", `attack "minmax": parameter "mean", want unit, std or sign`},
 		{"frl-mnist", "adaptive:x", 0.2, "attack", `attack "adaptive": parameter "x"`},
 		{"frl-mnist", "signflip", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, labelflip)"},
 		{"frl-mnist", "minmax:std", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, labelflip)"},
@@ -384,5 +384,39 @@ func TestAttacksListed(t *testing.T) {
 	}
 	if got := AttackerCount(0.29, 100); got != 29 {
 		t.Errorf("AttackerCount(0.29, 100) = %d, want 29", got)
+	}
+}
+
+// The simulator counts the attackers a robust aggregator drops
+// (aggregate.DropReporter), although node.Machine begins the next round in
+// the step that finalizes one.
+func TestDroppedAttackersReported(t *testing.T) {
+	tasks := smallTasks(t, 20)
+	for _, tc := range []struct {
+		tk          task.Attackable
+		attack, agg string
+	}{
+		{tasks[0], task.AttackReverse, "vote-robust"},
+		{tasks[1], task.AttackScale, "multi-krum"},
+	} {
+		cfg := attackConfig(tc.attack, 0.3)
+		cfg.Aggregator, cfg.Rounds = tc.agg, 4
+		rep, err := simulate(context.Background(), cfg, tc.tk, nil, simOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped, attackers := 0, 0
+		for _, r := range rep.Rounds {
+			if r.DroppedAttackers > r.Dropped {
+				t.Errorf("%s/%s round %d: %d attackers of %d dropped", tc.attack, tc.agg, r.Round, r.DroppedAttackers, r.Dropped)
+			}
+			if r.Round < uint64(cfg.Rounds) { // the last round begins no other
+				dropped += r.Dropped
+				attackers += r.DroppedAttackers
+			}
+		}
+		if attackers == 0 {
+			t.Errorf("%s/%s: no attacker dropped in rounds 1-%d (%d updates dropped)", tc.attack, tc.agg, cfg.Rounds-1, dropped)
+		}
 	}
 }

@@ -56,8 +56,8 @@ const (
 // Perturbation directions of the min-max and min-sum attacks (Poison.Deviation):
 // the malicious update is the benign mean plus gamma times one of them.
 const (
-	DeviationStd  = "std"  // minus the coordinate-wise standard deviation of the benign updates (default, as the reference's calls)
-	DeviationUnit = "unit" // minus the unit vector of the mean benign step (mean - global)
+	DeviationUnit = "unit" // minus the unit vector of the mean benign step (mean - global); the default, as in the paper's code
+	DeviationStd  = "std"  // minus the coordinate-wise standard deviation of the benign updates (the FRL reference's tailored attacks use it)
 	DeviationSign = "sign" // minus the sign of the mean benign step
 )
 
@@ -84,7 +84,7 @@ type Poison struct {
 	Scale float64
 	Sigma float64 // AttackNoise; 0 means DefaultNoiseSigma
 	// Deviation is the perturbation of AttackMinMax and AttackMinSum: one
-	// of the Deviation names; "" means DeviationStd.
+	// of the Deviation names; "" means DeviationUnit.
 	Deviation string
 	// Attackers and Voters are the round's attackers (all of them send this
 	// update) and selected peers, for AttackAdaptive: the larger the

@@ -62,7 +62,11 @@ type AdaptiveResult struct {
 // ones with a loss, to move in), ranked by |gain| per unit of the distance
 // their move costs, about 2·(offset+1)·k/m over floor(n²/2). The number
 // moved, best first, is binary-searched to land just under Target. Edges
-// nearest the boundaries cost least, so they go first.
+// nearest the boundaries cost least, so they are favoured. (Moving the
+// edges nearest the boundaries whatever training did to them, a first
+// version, cost vote-robust only 1-2 points in 15 MNIST rounds: many of
+// them are edges training is moving that way anyway, and the budget went to
+// them.)
 //
 // Against the plain Borda vote ("vote") the same ranking does about as much
 // harm: the distance limit is then only what keeps it close to an honest

@@ -1,6 +1,7 @@
 package task
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 )
@@ -45,9 +46,10 @@ type MinMaxResult struct {
 // and Defenses for Federated Learning" (NDSS 2021), from p.Honest, the benign
 // updates the attackers trained (the FRL reference trains min(attackers,
 // per-round) attacker clients): with their mean μ and a perturbation ∇p
-// (p.Deviation: minus their coordinate-wise standard deviation, minus the
-// unit vector of the mean step μ - global, or minus its sign), the malicious
-// update is μ + γ∇p with the largest γ such that
+// (p.Deviation: minus the unit vector of the mean step μ - global, the
+// default as in the paper's code; minus their coordinate-wise standard
+// deviation; or minus the sign of the mean step), the malicious update is
+// μ + γ∇p with the largest γ such that
 //
 //   - min-max: its largest squared distance to a benign update is at most
 //     the largest squared distance between two benign updates;
@@ -68,12 +70,9 @@ func (t *Dense) MinMax(p Poison) (MinMaxResult, error) {
 	if len(p.Honest) == 0 {
 		return MinMaxResult{}, fmt.Errorf("task %s: %s needs the attackers' honest updates", t.cfg.Name, p.Attack)
 	}
-	dev := p.Deviation
-	if dev == "" {
-		dev = DeviationStd
-	}
+	dev := cmp.Or(p.Deviation, DeviationUnit)
 	if dev != DeviationStd && dev != DeviationUnit && dev != DeviationSign {
-		return MinMaxResult{}, fmt.Errorf("task %s: %s: deviation %q, want %s, %s or %s", t.cfg.Name, p.Attack, dev, DeviationStd, DeviationUnit, DeviationSign)
+		return MinMaxResult{}, fmt.Errorf("task %s: %s: deviation %q, want %s, %s or %s", t.cfg.Name, p.Attack, dev, DeviationUnit, DeviationStd, DeviationSign)
 	}
 	g, err := t.spec.DecodeDenseModel(p.Job.Model, nil)
 	if err != nil {
