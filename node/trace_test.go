@@ -1,7 +1,6 @@
 package node
 
 import (
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
@@ -473,46 +472,6 @@ func (e *traceEnv) enqueue(from, to PeerID, m *wire.Envelope) {
 	e.queue = append(e.queue, msgInFlight{from, to, d})
 }
 
-func short(h []byte) string {
-	if len(h) == 0 {
-		return "-"
-	}
-	return hex.EncodeToString(h[:min(4, len(h))])
-}
+func short(h []byte) string { return wire.ShortHash(h) }
 
-// describe prints a message on one line.
-func describe(m *wire.Envelope) string {
-	switch b := m.GetBody().(type) {
-	case *wire.Envelope_RoundStart:
-		r := b.RoundStart
-		return fmt.Sprintf("round_start round=%d model=%s selected=%v deadline=%d", r.GetRound(), short(r.GetModelHash()), r.GetSelected(), r.GetDeadlineMs())
-	case *wire.Envelope_ModelRequest:
-		if off := b.ModelRequest.GetOffset(); off > 0 {
-			return fmt.Sprintf("model_request model=%s offset=%d", short(b.ModelRequest.GetModelHash()), off)
-		}
-		return fmt.Sprintf("model_request model=%s", short(b.ModelRequest.GetModelHash()))
-	case *wire.Envelope_ModelResponse:
-		r := b.ModelResponse
-		if r.GetOffset() > 0 || r.GetTotalSize() != uint64(len(r.GetModel())) {
-			return fmt.Sprintf("model_response model=%s offset=%d of %d bytes=%x", short(r.GetModelHash()), r.GetOffset(), r.GetTotalSize(), r.GetModel())
-		}
-		return fmt.Sprintf("model_response model=%s bytes=%x", short(r.GetModelHash()), r.GetModel())
-	case *wire.Envelope_Update:
-		u := b.Update
-		return fmt.Sprintf("update round=%d model=%s payload=%x samples=%d", u.GetRound(), short(u.GetModelHash()), u.GetPayload(), u.GetSamples())
-	case *wire.Envelope_UpdateAck:
-		a := b.UpdateAck
-		if a.GetAccepted() {
-			return fmt.Sprintf("update_ack round=%d accepted", a.GetRound())
-		}
-		return fmt.Sprintf("update_ack round=%d rejected %s", a.GetRound(), a.GetReason())
-	case *wire.Envelope_RoundResult:
-		r := b.RoundResult
-		var hs []string
-		for _, h := range r.GetUpdateHashes() {
-			hs = append(hs, short(h))
-		}
-		return fmt.Sprintf("round_result round=%d model=%s updates=%v accepted=%d rejected=%d", r.GetRound(), short(r.GetModelHash()), hs, r.GetAccepted(), r.GetRejected())
-	}
-	return wire.Kind(m)
-}
+func describe(m *wire.Envelope) string { return wire.Describe(m) }

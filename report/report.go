@@ -167,14 +167,17 @@ func WriteDir(dir string, r *Report) error {
 		// Last, so that a new report.json implies the others are in place.
 		{JSONFile, jsonBuf.Bytes()},
 	} {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data); err != nil {
+		if err := WriteFileAtomic(filepath.Join(dir, f.name), f.data); err != nil {
 			return fmt.Errorf("report: %w", err)
 		}
 	}
 	return nil
 }
 
-func writeAtomic(path string, data []byte) (err error) {
+// WriteFileAtomic writes data to path through a synced temporary file in
+// the same directory and a rename (mode 0644): readers see the old file or
+// the new one, never a part.
+func WriteFileAtomic(path string, data []byte) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err

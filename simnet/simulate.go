@@ -10,7 +10,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/fedrank/fedrank/aggregate"
@@ -793,7 +792,7 @@ func (s *sim) applyActions(i int, acts []node.Action) error {
 				s.noteAck(a.Msg.GetUpdateAck())
 			}
 			if s.tracing() {
-				s.tracef("  %s -> %s: %s", n.id, s.nodeID(to), describe(a.Msg))
+				s.tracef("  %s -> %s: %s", n.id, s.nodeID(to), wire.Describe(a.Msg))
 			}
 			s.transmit(i, to, b, a.Msg.GetUpdate())
 		case node.Broadcast:
@@ -813,7 +812,7 @@ func (s *sim) applyActions(i int, acts []node.Action) error {
 			delete(n.timers, a.ID)
 		case node.Train:
 			if s.tracing() {
-				s.tracef("  %s: train round %d from %s", n.id, a.Round, short(a.ModelHash))
+				s.tracef("  %s: train round %d from %s", n.id, a.Round, wire.ShortHash(a.ModelHash))
 			}
 			s.train(i, a)
 		case node.RoundClosed:
@@ -901,7 +900,7 @@ func (s *sim) persist(p node.Persist) error {
 	case p.Commit != nil:
 		c := *p.Commit
 		c.Result.BytesUp, c.Result.BytesDown = s.cur.up, s.cur.down
-		s.tracef("  aggregator: persist commit round %d model %s updates %d", c.Result.Round, short(c.Result.ModelHash), len(c.Result.UpdateHashes))
+		s.tracef("  aggregator: persist commit round %d model %s updates %d", c.Result.Round, wire.ShortHash(c.Result.ModelHash), len(c.Result.UpdateHashes))
 		return st.Commit(c)
 	case p.Trainer != nil:
 		return st.PutTrainerRound(*p.Trainer)
@@ -1056,7 +1055,7 @@ func (s *sim) broadcast(b []byte, msg *wire.Envelope) {
 		}
 	}
 	if s.tracing() {
-		s.tracef("  aggregator -> *: %s (%d events, %d to followers, %d lost)", describe(msg), events, virtual, lost)
+		s.tracef("  aggregator -> *: %s (%d events, %d to followers, %d lost)", wire.Describe(msg), events, virtual, lost)
 	}
 }
 
@@ -1182,7 +1181,7 @@ func (s *sim) roundClosed(rc node.RoundClosed) {
 	}
 	if s.opts.trace != nil {
 		s.tracef("  aggregator: round %d closed (%s): model %s, %d of %d accepted, rejected %d, late %d, lost %d, faults %v",
-			rc.Round, rc.Reason, short(rc.ModelHash), rc.Accepted, rc.Selected, rr.Rejected, rr.Late, rr.Lost, rr.Faults)
+			rc.Round, rc.Reason, wire.ShortHash(rc.ModelHash), rc.Accepted, rc.Selected, rr.Rejected, rr.Late, rr.Lost, rr.Faults)
 	}
 	ev, ok := s.evals[hash]
 	if !ok {
@@ -1301,7 +1300,7 @@ func (s *sim) at() string { return fmt.Sprintf("%.3fms", float64(s.now)/float64(
 
 func (s *sim) traceRecv(e *event, msg *wire.Envelope) {
 	if s.opts.trace != nil {
-		s.tracef("%s %s <- %s: %s", s.at(), s.nodeID(e.to), s.nodeID(e.from), describe(msg))
+		s.tracef("%s %s <- %s: %s", s.at(), s.nodeID(e.to), s.nodeID(e.from), wire.Describe(msg))
 	}
 }
 
@@ -1311,41 +1310,8 @@ func (s *sim) traceDrop(e *event, why string) {
 	}
 	what := "undecodable"
 	if msg, err := wire.Unmarshal(e.data, s.maxMsg); err == nil {
-		what = describe(msg)
+		what = wire.Describe(msg)
 	}
 	s.tracef("%s %s -x %s: %s (%s)", s.at(), s.nodeID(e.from), s.nodeID(e.to), what, why)
 }
 
-func short(h []byte) string {
-	if len(h) == 0 {
-		return "-"
-	}
-	return hex.EncodeToString(h[:min(4, len(h))])
-}
-
-// describe prints a message on one line.
-func describe(m *wire.Envelope) string {
-	switch b := m.GetBody().(type) {
-	case *wire.Envelope_RoundStart:
-		r := b.RoundStart
-		return fmt.Sprintf("round_start round=%d model=%s selected=[%s] deadline=%d", r.GetRound(), short(r.GetModelHash()),
-			strings.Join(r.GetSelected(), " "), r.GetDeadlineMs())
-	case *wire.Envelope_ModelRequest:
-		return fmt.Sprintf("model_request model=%s", short(b.ModelRequest.GetModelHash()))
-	case *wire.Envelope_ModelResponse:
-		return fmt.Sprintf("model_response model=%s bytes=%d", short(b.ModelResponse.GetModelHash()), len(b.ModelResponse.GetModel()))
-	case *wire.Envelope_Update:
-		u := b.Update
-		return fmt.Sprintf("update round=%d model=%s payload=%x", u.GetRound(), short(u.GetModelHash()), u.GetPayload())
-	case *wire.Envelope_UpdateAck:
-		a := b.UpdateAck
-		if a.GetAccepted() {
-			return fmt.Sprintf("update_ack round=%d accepted", a.GetRound())
-		}
-		return fmt.Sprintf("update_ack round=%d rejected %s", a.GetRound(), a.GetReason())
-	case *wire.Envelope_RoundResult:
-		r := b.RoundResult
-		return fmt.Sprintf("round_result round=%d model=%s accepted=%d rejected=%d", r.GetRound(), short(r.GetModelHash()), r.GetAccepted(), r.GetRejected())
-	}
-	return wire.Kind(m)
-}

@@ -286,7 +286,7 @@ func (e *simTraceEnv) addPeers(f []string, args map[string]string) error {
 	e.s = s
 	m, _ := e.ft.InitialModel()
 	e.line(fmt.Sprintf("%d peers, %d per round, quorum %d, %d rounds, deadline %dms; model %s = 0",
-		n, cfg.PerRound, s.aggCfg.Quorum, cfg.Rounds, cfg.RoundTimeoutMs, short(node.Hash(m))))
+		n, cfg.PerRound, s.aggCfg.Quorum, cfg.Rounds, cfg.RoundTimeoutMs, wire.ShortHash(node.Hash(m))))
 	return nil
 }
 
@@ -402,7 +402,7 @@ func (e *simTraceEnv) printState() {
 		for _, u := range us {
 			from = append(from, u.From)
 		}
-		store += fmt.Sprintf("open round %d model %s, updates [%s]", o.Round, short(o.ModelHash), strings.Join(from, " "))
+		store += fmt.Sprintf("open round %d model %s, updates [%s]", o.Round, wire.ShortHash(o.ModelHash), strings.Join(from, " "))
 	} else {
 		store += "no open round"
 	}
@@ -414,7 +414,7 @@ func (e *simTraceEnv) printState() {
 	for p := range s.ids {
 		if n := s.nodes[1+p]; n != nil {
 			st := n.m.Status()
-			live = append(live, fmt.Sprintf("%s (round %d, model %s)", n.id, st.Round, short(st.ModelHash)))
+			live = append(live, fmt.Sprintf("%s (round %d, model %s)", n.id, st.Round, wire.ShortHash(st.ModelHash)))
 		}
 	}
 	e.line(fmt.Sprintf("trainers: %d materialised %s; %d followers", len(live), strings.Join(live, ", "), len(s.ids)-len(live)))
@@ -434,8 +434,8 @@ func (e *simTraceEnv) printState() {
 func (e *simTraceEnv) model(h []byte) string {
 	if b, err := e.s.store.Model(h); err == nil {
 		if v, err := decodeInt(b, 8); err == nil {
-			return fmt.Sprintf("%s (= %d)", short(h), v)
+			return fmt.Sprintf("%s (= %d)", wire.ShortHash(h), v)
 		}
 	}
-	return short(h)
+	return wire.ShortHash(h)
 }
