@@ -1314,4 +1314,3 @@ func (s *sim) traceDrop(e *event, why string) {
 	}
 	s.tracef("%s %s -x %s: %s (%s)", s.at(), s.nodeID(e.from), s.nodeID(e.to), what, why)
 }
-
