@@ -263,6 +263,17 @@ func (c *e2eCluster) roundHashes(i int) []string {
 	return out
 }
 
+// waitEval waits until the aggregator (peer 0, which holds the test set)
+// has evaluated round r's model: evaluation runs after the commit, off the
+// event loop, so a result can be visible before its accuracy.
+func (c *e2eCluster) waitEval(r int, within time.Duration) {
+	c.t.Helper()
+	c.waitFor(fmt.Sprintf("the evaluation of round %d", r), within, func() bool {
+		s, err := c.status(0)
+		return err == nil && len(s.Rounds) >= r && s.Rounds[r-1].Loss > 0
+	})
+}
+
 // waitRound waits until every peer in peers has heard round r's result.
 func (c *e2eCluster) waitRound(r int, within time.Duration, peers ...int) {
 	c.t.Helper()
@@ -399,6 +410,7 @@ func TestE2EFederation(t *testing.T) {
 		twin.start(i)
 	}
 	twin.waitRound(5, 120*time.Second, twin.all()...)
+	twin.waitEval(5, 60*time.Second)
 	want := twin.roundHashes(0)
 	for i := range twin.homes {
 		if got := twin.roundHashes(i); !slices.Equal(got[:5], want[:5]) {
@@ -493,6 +505,7 @@ func TestE2ELoRA(t *testing.T) {
 		c.start(i)
 	}
 	c.waitRound(3, 120*time.Second, c.all()...)
+	c.waitEval(3, 60*time.Second)
 	want := c.roundHashes(0)
 	for i := range c.homes {
 		if got := c.roundHashes(i); !slices.Equal(got[:3], want[:3]) {
