@@ -48,15 +48,21 @@ func WritePNG(w io.Writer, r *Report) error {
 	return png.Encode(w, renderChart(r))
 }
 
-func renderChart(r *Report) *image.RGBA {
-	img := newCanvas(ChartWidth, ChartHeight)
+// drawHeader writes a run chart's title (scenario / aggregator: what) and
+// subtitle across the top of a canvas width pixels wide.
+func drawHeader(img *image.RGBA, r *Report, width int, what string) {
 	agg := settingsOf(r).Aggregator
 	if agg == "" {
 		agg = "default aggregator"
 	}
-	title := fmt.Sprintf("%s / %s: test accuracy per round", orDash(r.Scenario), agg)
-	drawText(img, fit(title, ChartWidth-20), ChartWidth/2, 22, colorText, alignCenter)
-	drawText(img, fit(subtitle(r), ChartWidth-20), ChartWidth/2, 42, colorSubtle, alignCenter)
+	title := fmt.Sprintf("%s / %s: %s", orDash(r.Scenario), agg, what)
+	drawText(img, fit(title, width-20), width/2, 22, colorText, alignCenter)
+	drawText(img, fit(subtitle(r), width-20), width/2, 42, colorSubtle, alignCenter)
+}
+
+func renderChart(r *Report) *image.RGBA {
+	img := newCanvas(ChartWidth, ChartHeight)
+	drawHeader(img, r, ChartWidth, "test accuracy per round")
 
 	var pts []RoundReport
 	for _, rr := range r.Rounds {

@@ -41,13 +41,7 @@ func WriteNetworkPNG(w io.Writer, r *Report) error {
 
 func renderNetwork(r *Report) *image.RGBA {
 	img := newCanvas(NetworkChartWidth, NetworkChartHeight)
-	agg := settingsOf(r).Aggregator
-	if agg == "" {
-		agg = "default aggregator"
-	}
-	title := fmt.Sprintf("%s / %s: traffic and updates per round", orDash(r.Scenario), agg)
-	drawText(img, fit(title, NetworkChartWidth-20), NetworkChartWidth/2, 22, colorText, alignCenter)
-	drawText(img, fit(subtitle(r), NetworkChartWidth-20), NetworkChartWidth/2, 42, colorSubtle, alignCenter)
+	drawHeader(img, r, NetworkChartWidth, "traffic and updates per round")
 
 	n := len(r.Rounds)
 	x := make([]float64, n)
