@@ -15,14 +15,44 @@ func named(us []Update, names ...string) []Update {
 }
 
 func TestFilteredVoteReportsDroppedVoters(t *testing.T) {
+	four := Spec{Seed: 4, Sizes: []int{4, 1}}
+	for _, mk := range []func() interface {
+		Aggregator
+		DropReporter
+		Kept() []bool
+	}{
+		func() interface {
+			Aggregator
+			DropReporter
+			Kept() []bool
+		} {
+			return must(NewFilteredVote(four))
+		},
+		// vote-clamp filters the same way.
+		func() interface {
+			Aggregator
+			DropReporter
+			Kept() []bool
+		} {
+			return must(NewClampedVote(four, 0))
+		},
+	} {
+		v := mk()
+		t.Run(v.Name(), func(t *testing.T) { testReportsDroppedVoters(t, four, v) })
+	}
+}
+
+func testReportsDroppedVoters(t *testing.T, four Spec, v interface {
+	Aggregator
+	DropReporter
+	Kept() []bool
+}) {
 	// 4 edges, 5 voters. Per edge the median position is its index, so the
 	// consensus is the identity. Footrule distances over floor(16/2) = 8:
 	// id 0, one swap 2/8, the reverse 8/8. Sorted 0 0 1/4 1/4 1: median 1/4,
 	// absolute deviations 0 0 1/4 1/4 3/4: MAD 1/4, limit 1/4 + 2.9652/4 =
 	// 0.991: only the reverse (distance 1) is dropped.
-	four := Spec{Seed: 4, Sizes: []int{4, 1}}
 	id, rev := []uint32{0, 1, 2, 3}, []uint32{3, 2, 1, 0}
-	v := must(NewFilteredVote(four))
 	if err := v.Begin(1, four.EncodeFRLModel([][]uint32{id})); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +170,7 @@ func TestMultiKrumReportsDroppedUpdates(t *testing.T) {
 func TestDropReporters(t *testing.T) {
 	for _, a := range allAggregators() {
 		_, ok := a.(DropReporter)
-		if want := a.Name() == "vote-robust" || a.Name() == "multi-krum"; ok != want {
+		if want := a.Name() == "vote-robust" || a.Name() == "vote-clamp" || a.Name() == "multi-krum"; ok != want {
 			t.Errorf("%s: DropReporter %v, want %v", a.Name(), ok, want)
 		}
 		if r, ok := a.(DropReporter); ok {

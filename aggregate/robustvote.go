@@ -54,6 +54,26 @@ func (r *rankingInput) Add(u Update) error {
 // Len implements Aggregator.
 func (r *rankingInput) Len() int { return r.count.Voters() }
 
+// filteringVote is a rank vote that leaves whole voters out.
+type filteringVote interface {
+	Voters() int
+	Result(orders [][]uint32) [][]uint32
+	Kept() []bool
+}
+
+// finalizeFiltered is Finalize of an aggregator over a filtering vote: the
+// vote's result as the new model, and the voters it left out as drops.
+func (r *rankingInput) finalizeFiltered(v filteringVote) ([]byte, error) {
+	if v.Voters() == 0 {
+		r.drops.finalize(nil)
+		return nil, ErrNoUpdates
+	}
+	order := v.Result(nil)
+	kept := v.Kept()
+	r.drops.finalize(func(i int) bool { return kept[i] })
+	return r.spec.EncodeFRLModel(order), nil
+}
+
 // TrimmedVote orders edges by trimmed position sums (rankvote.TrimmedVote):
 // per edge, the positions the voters gave it are sorted, the fraction frac of
 // them is dropped at each end, and edges are ordered by the sum of the rest
@@ -143,13 +163,51 @@ func (v *FilteredVote) Limit() float64 { return v.vote.Limit() }
 func (v *FilteredVote) Dropped() []string { return v.drops.list() }
 
 // Finalize implements Aggregator.
-func (v *FilteredVote) Finalize() ([]byte, error) {
-	if v.vote.Voters() == 0 {
-		v.drops.finalize(nil)
-		return nil, ErrNoUpdates
-	}
-	order := v.vote.Result(nil)
-	kept := v.vote.Kept()
-	v.drops.finalize(func(i int) bool { return kept[i] })
-	return v.spec.EncodeFRLModel(order), nil
+func (v *FilteredVote) Finalize() ([]byte, error) { return v.finalizeFiltered(v.vote) }
+
+// ClampedVote is the "vote-clamp" aggregator (rankvote.ClampedVote):
+// vote-robust's filter, then a Borda count in which each kept voter's
+// position of an edge is clamped to within a radius of the edge's median
+// position over the kept voters, so that a coalition below half of them
+// cannot move an edge's aggregate position past the honest voters' order
+// statistics around the median by more than the radius. Dropped voters are
+// reported as for vote-robust. Not streaming: see the memory note above.
+type ClampedVote struct {
+	rankingInput
+	vote *rankvote.ClampedVote
 }
+
+// NewClampedVote returns the "vote-clamp" aggregator for networks of spec
+// with clamp radius alpha (rankvote.DefaultClampAlpha when 0) times the
+// median voter's mean distance from the median positions.
+func NewClampedVote(spec Spec, alpha float64) (*ClampedVote, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if alpha == 0 {
+		alpha = rankvote.DefaultClampAlpha
+	}
+	if !(alpha > 0) || alpha > 1e6 {
+		return nil, fmt.Errorf("aggregate: vote-clamp: alpha %v, want a positive number", alpha)
+	}
+	spec = spec.clone()
+	v := &ClampedVote{vote: rankvote.NewClampedVote(spec.Layers(), alpha)}
+	v.rankingInput = rankingInput{spec: spec, count: v.vote}
+	return v, nil
+}
+
+// Name implements Aggregator.
+func (v *ClampedVote) Name() string { return "vote-clamp" }
+
+// Kept reports, for each update of the round in the order of Add, whether the
+// last Finalize counted it.
+func (v *ClampedVote) Kept() []bool { return v.vote.Kept() }
+
+// Radius is the clamp radius of every layer in the last Finalize.
+func (v *ClampedVote) Radius() []uint32 { return v.vote.Radius() }
+
+// Dropped implements DropReporter: the voters the last Finalize filtered out.
+func (v *ClampedVote) Dropped() []string { return v.drops.list() }
+
+// Finalize implements Aggregator.
+func (v *ClampedVote) Finalize() ([]byte, error) { return v.finalizeFiltered(v.vote) }

@@ -89,7 +89,7 @@ type Genesis struct {
 	// simulator's scenarios of those names).
 	Scenario string `toml:"scenario" json:"scenario"`
 	// AggregatorName is the aggregation strategy (TOML key "aggregation");
-	// "" is the scenario's default: "vote-robust" for frl-mnist, "fedavg" for
+	// "" is the scenario's default: "vote-clamp" for frl-mnist, "fedavg" for
 	// fedavg-mnist, "lora-svd" for lora-mnist. See Aggregations.
 	AggregatorName string `toml:"aggregation" json:"aggregation"`
 	// Seed is the seed of the model (and of trainer selection) exactly as
@@ -222,7 +222,7 @@ type scenario struct {
 
 // scenarios are the simulator's (simnet/builtin*.go) of the same names.
 var scenarios = map[string]scenario{
-	"frl-mnist":    {aggregations: []string{"vote-robust", "vote", "vote-median"}},
+	"frl-mnist":    {aggregations: []string{"vote-clamp", "vote-robust", "vote", "vote-median"}},
 	"fedavg-mnist": {aggregations: []string{"fedavg", "median", "trimmed-mean", "multi-krum"}},
 	"lora-mnist":   {aggregations: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeFedAvg}, lora: true},
 }

@@ -137,7 +137,7 @@ func TestIDInvariance(t *testing.T) {
 		"bootstrap changed": strings.Replace(base, "/ip4/127.0.0.1/tcp/4001/p2p/"+p[0],
 			"/dns4/agg.example.org/udp/4001/quic-v1/p2p/"+p[0]+`", "/ip6/::1/tcp/9/p2p/`+p[6], 1),
 		"bootstrap removed": strings.Replace(base, `bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/`+p[0]+`"]`, "", 1),
-		"defaults written out": strings.Replace(base, "[task]\n", `aggregation = "vote-robust"
+		"defaults written out": strings.Replace(base, "[task]\n", `aggregation = "vote-clamp"
 min_updates = 1
 retry = "12000ms"
 silence_timeout = "4m"

@@ -18,12 +18,12 @@ func init() {
 		Partition: "dirichlet:1.0", Net: "ideal", Quorum: 1, RoundTimeoutMs: 600_000,
 	}
 	frl := mnist
-	frl.Aggregator = "vote-robust"
+	frl.Aggregator = "vote-clamp"
 	RegisterScenario(Scenario{
 		Name:        "frl-mnist",
 		Description: "Federated Rank Learning on MNIST: LeNet-300-100 supermask, peers vote on edge rankings",
 		Defaults:    frl,
-		Aggregators: []string{"vote-robust", "vote", "vote-median"},
+		Aggregators: []string{"vote-clamp", "vote-robust", "vote", "vote-median"},
 		Updates:     task.Rankings,
 		Build: func(cfg Config) (task.Task, error) {
 			d, err := mnistData(cfg)

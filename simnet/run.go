@@ -182,6 +182,8 @@ func aggregatorParams(name string) string {
 		return fmt.Sprintf("borda count of the rankings whose distance to the median-position consensus is at most median + hampel_k x MAD; hampel_k=%.4g", rankvote.HampelK)
 	case "vote-median":
 		return "edges ordered by their median position; trim_fraction=0.5"
+	case "vote-clamp":
+		return fmt.Sprintf("vote-robust's filter (hampel_k=%.4g), then a borda count of the kept rankings with every position clamped to within c of the edge's median position; c = alpha x the median kept voter's mean distance from the median positions, alpha=%g", rankvote.HampelK, rankvote.DefaultClampAlpha)
 	case "fedavg":
 		return "average weighted by sample counts"
 	case "median":

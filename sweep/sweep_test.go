@@ -449,10 +449,20 @@ func TestResume(t *testing.T) {
 	if k := slices.Index(events, CellFinished); k < 0 || !slices.Contains(events, CellRound) {
 		t.Errorf("events %v", events)
 	}
+	// 2 cores among 3 cells at once: 1 worker each, except the last cell
+	// if the others have finished when it starts (it gets the freed cores:
+	// that depends on timing).
+	ones := 0
 	for _, cfg := range f.seen {
-		if cfg.Workers != 1 { // 2 cores among 3 cells at once
-			t.Errorf("a cell ran with %d workers, want 1", cfg.Workers)
+		if cfg.Workers < 1 || cfg.Workers > 2 {
+			t.Errorf("a cell ran with %d workers, want 1 or 2", cfg.Workers)
 		}
+		if cfg.Workers == 1 {
+			ones++
+		}
+	}
+	if ones < len(cells)-1 {
+		t.Errorf("%d of %d cells ran with 1 worker; all but the last should", ones, len(cells))
 	}
 
 	// Everything cached: nothing runs.
@@ -691,7 +701,7 @@ func TestRepoSweeps(t *testing.T) {
 	for _, a := range simnet.Attacks() {
 		known[a.Name] = true
 	}
-	for name, want := range map[string]int{sweeps.Robustness: 261, sweeps.Smoke: 12} {
+	for name, want := range map[string]int{sweeps.Robustness: 288, sweeps.Smoke: 12} {
 		b, err := sweeps.Files.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
