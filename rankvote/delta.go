@@ -1,0 +1,318 @@
+package rankvote
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+
+	"github.com/klauspost/compress/huff0"
+)
+
+// The delta codec codes a ranking against a reference ranking of the same
+// edges (for FRL: a peer's ranking against the global ranking it trained
+// from, which the aggregator holds), losslessly.
+//
+// Read in the peer's order, the ranking is the sequence s_0, s_1, ... of its
+// edges' positions in the reference, a permutation close to the identity
+// when the peer moved little. Each s_i is coded as its Lehmer digit L_i: the
+// number of reference positions below s_i that no earlier s_j took (so L_i
+// is 0 when the peer keeps the reference order, and at most n-1-i). A digit
+// is split as in DEFLATE's distance codes into a token, its bit length
+// (0 for 0, else floor(log2 L)+1), and the bits below its leading one. The
+// tokens, one byte each, go through a Huffman coder
+// (github.com/klauspost/compress/huff0) in blocks; the low bits, nearly
+// uniform, are written as they are.
+//
+// A layer's encoding: a uvarint token count (n), then for each block of at
+// most deltaBlock tokens a mode byte (deltaRaw: the tokens as bytes;
+// deltaRLE: one token repeated; deltaHuff: a huff0 1X stream with its
+// table) with a uvarint byte length and the bytes, then a uvarint length and
+// the low bits, least significant first. Decoding checks every digit
+// against the positions left, the token and bit counts, and every length,
+// so anything that is not an encoding of a permutation is an error.
+
+const (
+	deltaBlock = huff0.BlockSizeMax
+	deltaRaw   = 0
+	deltaRLE   = 1
+	deltaHuff  = 2
+	maxToken   = 33 // digits are below 2^32
+)
+
+// ErrDelta is returned (wrapped) by DecodeDelta for bytes that are not a
+// delta encoding of a ranking of the reference's size.
+var ErrDelta = errors.New("rankvote: malformed delta-coded ranking")
+
+// DeltaCoder encodes and decodes rankings against a reference. Its zero
+// value is ready; it keeps buffers between calls and is not safe for
+// concurrent use.
+type DeltaCoder struct {
+	pos    []uint32 // reference position of each edge
+	fen    []int32  // Fenwick tree over reference positions: 1 = not yet taken
+	tokens []byte
+	huff   huff0.Scratch
+}
+
+// Encode appends to dst the encoding of ranking r against the reference ref
+// (both rankings of the same n edges: r[i] is the edge at position i). It
+// panics if either is not a permutation of 0..n-1 of the same length: the
+// caller holds both, so that is a bug.
+func (c *DeltaCoder) Encode(dst []byte, r, ref []uint32) []byte {
+	n := len(ref)
+	if len(r) != n {
+		panic(fmt.Sprintf("rankvote: DeltaCoder.Encode: ranking of %d edges, reference of %d", len(r), n))
+	}
+	var check Validator
+	if err := check.check(ref, n); err != nil {
+		panic(fmt.Sprintf("rankvote: DeltaCoder.Encode: reference: %v", err))
+	}
+	if err := check.check(r, n); err != nil {
+		panic(fmt.Sprintf("rankvote: DeltaCoder.Encode: ranking: %v", err))
+	}
+	c.setReference(ref)
+	c.resetFenwick(n)
+	c.tokens = c.tokens[:0]
+	var w bitWriter
+	for _, e := range r {
+		s := int(c.pos[e])
+		d := uint32(c.prefix(s)) // untaken positions below s
+		c.take(s)
+		t := byte(bits.Len32(d))
+		c.tokens = append(c.tokens, t)
+		if t > 1 {
+			w.write(uint64(d), uint(t-1)) // below the leading one
+		}
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for start := 0; start < n; start += deltaBlock {
+		dst = c.appendBlock(dst, c.tokens[start:min(start+deltaBlock, n)])
+	}
+	low := w.bytes()
+	dst = binary.AppendUvarint(dst, uint64(len(low)))
+	return append(dst, low...)
+}
+
+func (c *DeltaCoder) appendBlock(dst, block []byte) []byte {
+	c.huff.Reuse = huff0.ReusePolicyNone // every block carries its table
+	out, _, err := huff0.Compress1X(block, &c.huff)
+	switch {
+	case err == nil && len(out) < len(block):
+		dst = append(dst, deltaHuff)
+		dst = binary.AppendUvarint(dst, uint64(len(out)))
+		return append(dst, out...)
+	case errors.Is(err, huff0.ErrUseRLE):
+		return append(dst, deltaRLE, block[0])
+	}
+	dst = append(dst, deltaRaw)
+	dst = binary.AppendUvarint(dst, uint64(len(block)))
+	return append(dst, block...)
+}
+
+// Decode decodes one layer's encoding from src against the reference ref
+// into dst (resized, allocated if short), and returns the ranking and the
+// bytes after the encoding. Any malformation is an error wrapping ErrDelta.
+func (c *DeltaCoder) Decode(dst []uint32, src []byte, ref []uint32) ([]uint32, []byte, error) {
+	n := len(ref)
+	var check Validator
+	if err := check.check(ref, n); err != nil {
+		return nil, nil, fmt.Errorf("%w: reference: %w", ErrDelta, err)
+	}
+	count, k := binary.Uvarint(src)
+	if k <= 0 || count != uint64(n) {
+		return nil, nil, fmt.Errorf("%w: %d edges, want %d", ErrDelta, count, n)
+	}
+	src = src[k:]
+	c.tokens = c.tokens[:0]
+	for len(c.tokens) < n {
+		want := min(deltaBlock, n-len(c.tokens))
+		if len(src) == 0 {
+			return nil, nil, fmt.Errorf("%w: truncated before block %d", ErrDelta, len(c.tokens)/deltaBlock)
+		}
+		mode := src[0]
+		src = src[1:]
+		switch mode {
+		case deltaRLE:
+			if len(src) == 0 {
+				return nil, nil, fmt.Errorf("%w: truncated run", ErrDelta)
+			}
+			for range want {
+				c.tokens = append(c.tokens, src[0])
+			}
+			src = src[1:]
+		case deltaRaw, deltaHuff:
+			size, k := binary.Uvarint(src)
+			if k <= 0 || size > uint64(len(src)-k) {
+				return nil, nil, fmt.Errorf("%w: block length", ErrDelta)
+			}
+			body := src[k : k+int(size)]
+			src = src[k+int(size):]
+			if mode == deltaRaw {
+				if len(body) != want {
+					return nil, nil, fmt.Errorf("%w: raw block of %d tokens, want %d", ErrDelta, len(body), want)
+				}
+				c.tokens = append(c.tokens, body...)
+				break
+			}
+			s, rest, err := huff0.ReadTable(body, &c.huff)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: huffman table: %w", ErrDelta, err)
+			}
+			s.MaxDecodedSize = want
+			out, err := s.Decompress1X(rest)
+			if err != nil || len(out) != want {
+				return nil, nil, fmt.Errorf("%w: huffman block: %d tokens, want %d (%v)", ErrDelta, len(out), want, err)
+			}
+			c.tokens = append(c.tokens, out...)
+		default:
+			return nil, nil, fmt.Errorf("%w: block mode %d", ErrDelta, mode)
+		}
+	}
+	size, k := binary.Uvarint(src)
+	if k <= 0 || size > uint64(len(src)-k) {
+		return nil, nil, fmt.Errorf("%w: low bits length", ErrDelta)
+	}
+	r := bitReader{buf: src[k : k+int(size)]}
+	rest := src[k+int(size):]
+	c.setReference(ref)
+	c.resetFenwick(n)
+	dst = growUint32(dst, n)
+	for i, t := range c.tokens {
+		if t > maxToken-1 {
+			return nil, nil, fmt.Errorf("%w: token %d at %d", ErrDelta, t, i)
+		}
+		var d uint64
+		if t > 0 {
+			d = 1
+			if t > 1 {
+				low, ok := r.read(uint(t - 1))
+				if !ok {
+					return nil, nil, fmt.Errorf("%w: low bits end at edge %d", ErrDelta, i)
+				}
+				d = 1<<(t-1) | low
+			}
+		}
+		if d >= uint64(n-i) {
+			return nil, nil, fmt.Errorf("%w: digit %d at position %d, only %d positions left", ErrDelta, d, i, n-i)
+		}
+		s := c.kth(int(d))
+		c.take(s)
+		dst[i] = ref[s]
+	}
+	if !r.done() {
+		return nil, nil, fmt.Errorf("%w: %d unused low bits", ErrDelta, r.left())
+	}
+	return dst, rest, nil
+}
+
+func (c *DeltaCoder) setReference(ref []uint32) {
+	c.pos = growUint32(c.pos, len(ref))
+	for i, e := range ref {
+		c.pos[e] = uint32(i)
+	}
+}
+
+// resetFenwick marks all n positions untaken.
+func (c *DeltaCoder) resetFenwick(n int) {
+	if cap(c.fen) < n+1 {
+		c.fen = make([]int32, n+1)
+	}
+	c.fen = c.fen[:n+1]
+	c.fen[0] = 0
+	for i := 1; i <= n; i++ {
+		c.fen[i] = int32(i & -i) // a tree of all ones
+	}
+}
+
+// prefix is the number of untaken positions below s.
+func (c *DeltaCoder) prefix(s int) int {
+	sum := int32(0)
+	for i := s; i > 0; i -= i & -i {
+		sum += c.fen[i]
+	}
+	return int(sum)
+}
+
+// take marks position s taken.
+func (c *DeltaCoder) take(s int) {
+	for i := s + 1; i < len(c.fen); i += i & -i {
+		c.fen[i]--
+	}
+}
+
+// kth is the untaken position with d untaken positions below it.
+func (c *DeltaCoder) kth(d int) int {
+	n := len(c.fen) - 1
+	pos, rem := 0, int32(d)
+	for step := 1 << (bits.Len(uint(n)) - 1); step > 0; step >>= 1 {
+		if next := pos + step; next <= n && c.fen[next] <= rem {
+			pos = next
+			rem -= c.fen[next]
+		}
+	}
+	return pos // 0-based: pos positions are at or below the d-th
+}
+
+// bitWriter writes bits least significant first.
+type bitWriter struct {
+	buf  []byte
+	acc  uint64
+	nacc uint
+}
+
+func (w *bitWriter) write(v uint64, n uint) {
+	v &= 1<<n - 1
+	for n > 0 {
+		k := min(n, 64-w.nacc)
+		w.acc |= (v & (1<<k - 1)) << w.nacc
+		w.nacc += k
+		v >>= k
+		n -= k
+		for w.nacc >= 8 {
+			w.buf = append(w.buf, byte(w.acc))
+			w.acc >>= 8
+			w.nacc -= 8
+		}
+	}
+}
+
+func (w *bitWriter) bytes() []byte {
+	if w.nacc > 0 {
+		w.buf = append(w.buf, byte(w.acc))
+		w.acc, w.nacc = 0, 0
+	}
+	return w.buf
+}
+
+type bitReader struct {
+	buf []byte
+	off uint // bits read
+}
+
+func (r *bitReader) read(n uint) (uint64, bool) {
+	if r.off+n > uint(len(r.buf))*8 {
+		return 0, false
+	}
+	var v uint64
+	for k := uint(0); k < n; {
+		byteI, bit := r.off/8, r.off%8
+		take := min(8-bit, n-k)
+		v |= uint64(r.buf[byteI]>>bit&(1<<take-1)) << k
+		k += take
+		r.off += take
+	}
+	return v, true
+}
+
+// done tells whether every whole byte was used and the padding is zero.
+func (r *bitReader) done() bool {
+	if (r.off+7)/8 != uint(len(r.buf)) {
+		return false
+	}
+	if r.off%8 != 0 && r.buf[len(r.buf)-1]>>(r.off%8) != 0 {
+		return false
+	}
+	return true
+}
+
+func (r *bitReader) left() int { return len(r.buf)*8 - int(r.off) }
