@@ -16,12 +16,16 @@ import (
 //
 //	FRL model   "FRLM" | seed u64 | L u8 | L × (in u32, out u32) | L × packed ranking
 //	FRL update  "FRLU" | L u8 | L × n u32 | L × packed ranking
+//	FRL update, delta-coded  "FRLD" | L u8 | L × n u32 | L × delta-coded ranking
 //	dense model "DNSM" | seed u64 | L u8 | L × (in u32, out u32) | float32 weights
 //	dense update "DNSU" | L u8 | L × n u32 | float32 weights
 //
 // Integers and floats are little-endian. A packed ranking holds a layer's
 // edge indices in ascending order of score at ceil(log2 n) bits each
-// (rankvote.Pack).
+// (rankvote.Pack). A delta-coded ranking is coded against the same layer's
+// ranking in the global model the peer trained from (rankvote.DeltaCoder):
+// lossless, and far smaller when the peer moved little; only a receiver
+// that holds that model can decode it.
 
 // ErrMalformed is wrapped by every decoding error.
 var ErrMalformed = errors.New("malformed payload")
@@ -31,6 +35,7 @@ const maxLayers = 64
 var (
 	magicFRLModel    = [4]byte{'F', 'R', 'L', 'M'}
 	magicFRLUpdate   = [4]byte{'F', 'R', 'L', 'U'}
+	magicFRLDelta    = [4]byte{'F', 'R', 'L', 'D'}
 	magicDenseModel  = [4]byte{'D', 'N', 'S', 'M'}
 	magicDenseUpdate = [4]byte{'D', 'N', 'S', 'U'}
 )
@@ -176,9 +181,65 @@ func (s Spec) EncodeFRLUpdate(dst []byte, order [][]uint32) []byte {
 	return dst
 }
 
-// DecodeFRLUpdate decodes and validates an FRL update into dst.
+// DecodeFRLUpdate decodes and validates a packed FRL update into dst. A
+// delta-coded update needs its reference: DecodeFRLUpdateAgainst.
 func (s Spec) DecodeFRLUpdate(src []byte, dst [][]uint32) ([][]uint32, error) {
 	return s.decodeFRLUpdate(src, dst, true)
+}
+
+// EncodeFRLDeltaUpdate encodes a peer's rankings delta-coded against ref,
+// the rankings of the global model it trained from. c may be nil.
+func (s Spec) EncodeFRLDeltaUpdate(dst []byte, order, ref [][]uint32, c *rankvote.DeltaCoder) []byte {
+	if c == nil {
+		c = new(rankvote.DeltaCoder)
+	}
+	layers := s.Layers()
+	dst = appendUpdateHeader(dst, magicFRLDelta, layers)
+	for l := range layers {
+		dst = c.Encode(dst, order[l], ref[l])
+	}
+	return dst
+}
+
+// DecodeFRLUpdateAgainst decodes and validates an FRL update, packed or
+// delta-coded against ref (the round's global rankings), into dst. c may
+// be nil.
+func (s Spec) DecodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder) ([][]uint32, error) {
+	return s.decodeFRLUpdateAgainst(src, dst, ref, c, true)
+}
+
+// IsFRLDeltaUpdate tells whether src claims to be a delta-coded FRL update.
+func IsFRLDeltaUpdate(src []byte) bool { return len(src) >= 4 && [4]byte(src[:4]) == magicFRLDelta }
+
+func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder, permCheck bool) ([][]uint32, error) {
+	if !IsFRLDeltaUpdate(src) {
+		return s.decodeFRLUpdate(src, dst, permCheck)
+	}
+	layers := s.Layers()
+	p, err := checkUpdateHeader(src, magicFRLDelta, layers)
+	if err != nil {
+		return nil, err
+	}
+	if len(ref) != len(layers) {
+		return nil, malformed("a delta-coded FRL update needs the global model it was coded against")
+	}
+	if c == nil {
+		c = new(rankvote.DeltaCoder)
+	}
+	if len(dst) != len(layers) {
+		dst = make([][]uint32, len(layers))
+	}
+	for l := range layers {
+		r, rest, err := c.Decode(dst[l], p, ref[l])
+		if err != nil {
+			return nil, fmt.Errorf("%w: FRL update layer %d: %w", ErrMalformed, l, err)
+		}
+		dst[l], p = r, rest
+	}
+	if len(p) != 0 {
+		return nil, malformed("FRL update has %d bytes after its last layer", len(p))
+	}
+	return dst, nil
 }
 
 // decodeFRLUpdate skips the permutation check when permCheck is false, for

@@ -155,6 +155,9 @@ func FuzzAggregatorAdd(f *testing.F) {
 	f.Add(netSpec.EncodeFRLModel(netOrders(0)))
 	f.Add([]byte("FRLU\x02"))
 	f.Add([]byte{})
+	for k := range 3 { // delta-coded against the round's global model, netOrders(0)
+		f.Add(netSpec.EncodeFRLDeltaUpdate(nil, netOrders(k), netOrders(0), nil))
+	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		for _, a := range netAggregators(t) {
 			rank := takesRankings(a)
@@ -162,7 +165,7 @@ func FuzzAggregatorAdd(f *testing.F) {
 			strict := func(b []byte) error { _, err := netSpec.DecodeDenseUpdate(b, nil); return err }
 			if rank {
 				global, update = netSpec.EncodeFRLModel(netOrders(0)), func(k int) []byte { return netSpec.EncodeFRLUpdate(nil, netOrders(k)) }
-				strict = func(b []byte) error { _, err := netSpec.DecodeFRLUpdate(b, nil); return err }
+				strict = func(b []byte) error { _, err := netSpec.DecodeFRLUpdateAgainst(b, nil, netOrders(0), nil); return err }
 			}
 			// The round without the fuzzed payload, then with it.
 			want := netRound(t, a, global, update)

@@ -21,15 +21,19 @@ type rankingInput struct {
 		Add(layers [][]uint32) error
 	}
 	ranks [][]uint32 // decode buffer
+	ref   [][]uint32 // the round's global rankings, which delta-coded updates are coded against
+	delta rankvote.DeltaCoder
 	drops roundPeers
 }
 
 // Begin implements Aggregator: the global model must be an FRL model of this
-// network; it plays no other part.
+// network; delta-coded updates are decoded against it.
 func (r *rankingInput) Begin(round uint64, global []byte) error {
-	if _, err := r.spec.checkHeader(global, magicFRLModel, "FRL model"); err != nil {
+	ref, err := r.spec.DecodeFRLModel(global, r.ref)
+	if err != nil {
 		return err
 	}
+	r.ref = ref
 	r.count.Reset()
 	r.drops.begin()
 	return nil
@@ -39,7 +43,7 @@ func (r *rankingInput) Begin(round uint64, global []byte) error {
 func (r *rankingInput) Add(u Update) error {
 	// The counter checks the permutations as it stores the positions, and
 	// is unchanged when one is bad.
-	ranks, err := r.spec.decodeFRLUpdate(u.Payload, r.ranks, false)
+	ranks, err := r.spec.decodeFRLUpdateAgainst(u.Payload, r.ranks, r.ref, &r.delta, false)
 	if err != nil {
 		return fmt.Errorf("update from %s: %w", u.Peer, err)
 	}

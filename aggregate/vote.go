@@ -17,6 +17,8 @@ type Vote struct {
 	vote  *rankvote.Vote
 	sort  rankvote.Sorter
 	ranks [][]uint32 // decode buffer
+	ref   [][]uint32 // the round's global rankings
+	delta rankvote.DeltaCoder
 	round uint64
 }
 
@@ -33,11 +35,14 @@ func NewVote(spec Spec) (*Vote, error) {
 func (v *Vote) Name() string { return "vote" }
 
 // Begin implements Aggregator. The previous global model plays no part in a
-// Borda vote, but it must be an FRL model of this network.
+// Borda vote, but it must be an FRL model of this network; delta-coded
+// updates are decoded against it.
 func (v *Vote) Begin(round uint64, global []byte) error {
-	if _, err := v.spec.checkHeader(global, magicFRLModel, "FRL model"); err != nil {
+	ref, err := v.spec.DecodeFRLModel(global, v.ref)
+	if err != nil {
 		return err
 	}
+	v.ref = ref
 	v.round = round
 	v.vote.Reset()
 	return nil
@@ -47,7 +52,7 @@ func (v *Vote) Begin(round uint64, global []byte) error {
 func (v *Vote) Add(u Update) error {
 	// Vote.Add checks that every layer is a permutation while it sums, and
 	// rolls back on the first bad one.
-	ranks, err := v.spec.decodeFRLUpdate(u.Payload, v.ranks, false)
+	ranks, err := v.spec.decodeFRLUpdateAgainst(u.Payload, v.ranks, v.ref, &v.delta, false)
 	if err != nil {
 		return fmt.Errorf("update from %s: %w", u.Peer, err)
 	}

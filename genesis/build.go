@@ -95,7 +95,7 @@ func (g *Genesis) BuildTask(d task.Data) (task.Task, error) {
 	switch f.Scenario {
 	case "frl-mnist":
 		c := task.DefaultFRL(seed)
-		c.Hyper, c.LRDecay = p.hyper(), p.LRDecay
+		c.Hyper, c.LRDecay, c.Codec = p.hyper(), p.LRDecay, p.RankingCodec
 		return task.NewFRL(c, d)
 	case "fedavg-mnist":
 		c := task.DefaultFedAvg(seed)

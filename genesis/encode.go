@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/fedrank/fedrank/task"
 )
 
 const header = `# Genesis of a fedrank federation.
@@ -94,6 +96,9 @@ func (g *Genesis) Encode() ([]byte, error) {
 	e.key("Local mini-batch size.", "batch", strconv.Itoa(p.Batch))
 	e.key("Anneal the learning rate over the local epochs (cosine).", "cosine", strconv.FormatBool(*p.Cosine))
 	e.key("Learning-rate factor per round, (0, 1].", "lr_decay", e.float(p.LRDecay))
+	if p.RankingCodec == task.CodecDelta {
+		e.key(`How trainers send rankings: "packed" or "delta" (coded against the global model).`, "ranking_codec", e.str(p.RankingCodec))
+	}
 	if scenarios[f.Scenario].lora {
 		e.key("Adapter rank.", "rank", strconv.Itoa(p.Rank))
 		e.key(`Codec of uploaded adapter factors: "fp32", "fp16" or "int8".`, "compression", e.str(p.Compression))

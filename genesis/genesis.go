@@ -41,7 +41,8 @@
 //	chunk_bytes        integer
 //	task               object: lr, momentum, weight_decay (numbers, Go's
 //	                   shortest float64 form), epochs, batch (integers),
-//	                   cosine (boolean), lr_decay (number), rank (integer,
+//	                   cosine (boolean), lr_decay (number), ranking_codec
+//	                   (string, omitted unless "delta"), rank (integer,
 //	                   0 outside lora-mnist), compression (string, "" outside
 //	                   lora-mnist), base_model_hash (lower-case hex string,
 //	                   "" outside lora-mnist)
@@ -158,6 +159,12 @@ type TaskParams struct {
 	Cosine *bool `toml:"cosine" json:"cosine"`
 	// LRDecay multiplies the learning rate once per round, (0, 1].
 	LRDecay float64 `toml:"lr_decay" json:"lr_decay"`
+
+	// RankingCodec is how trainers send rankings: "packed" (the default, ""
+	// too) or "delta", lossless and about 30% smaller, coded against the
+	// round's global model (frl-mnist only). Part of the id only when
+	// "delta", so that federations made before it keep their ids.
+	RankingCodec string `toml:"ranking_codec" json:"ranking_codec"`
 
 	// Rank is the adapters' rank, 1..4096 (lora-mnist only; default 4).
 	Rank int `toml:"rank" json:"rank"`

@@ -136,7 +136,8 @@ func TestIDInvariance(t *testing.T) {
 		"member order": strings.Replace(strings.Replace(base, p[1], "TMP", 1), p[5], p[1], 1),
 		"bootstrap changed": strings.Replace(base, "/ip4/127.0.0.1/tcp/4001/p2p/"+p[0],
 			"/dns4/agg.example.org/udp/4001/quic-v1/p2p/"+p[0]+`", "/ip6/::1/tcp/9/p2p/`+p[6], 1),
-		"bootstrap removed": strings.Replace(base, `bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/`+p[0]+`"]`, "", 1),
+		"bootstrap removed":        strings.Replace(base, `bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/`+p[0]+`"]`, "", 1),
+		"packed codec written out": strings.Replace(base, "[task]\n", "[task]\nranking_codec = \"packed\"\n", 1),
 		"defaults written out": strings.Replace(base, "[task]\n", `aggregation = "vote-clamp"
 min_updates = 1
 retry = "12000ms"
@@ -219,6 +220,7 @@ func TestIDChanges(t *testing.T) {
 		"task.batch":           func(g *Genesis) { g.Task.Batch = 16 },
 		"task.cosine":          func(g *Genesis) { g.Task.Cosine = ptr(false) },
 		"task.lr_decay":        func(g *Genesis) { g.Task.LRDecay = 1 },
+		"task.ranking_codec":   func(g *Genesis) { g.Task.RankingCodec = "delta" },
 		"task.rank":            func(g *Genesis) { g.Task.Rank = 2 },
 		"task.compression":     func(g *Genesis) { g.Task.Compression = "fp32" },
 		"task.base_model_hash": func(g *Genesis) { g.Task.BaseModelHash = strings.Repeat("0", 64) },
@@ -336,6 +338,8 @@ func TestValidateErrors(t *testing.T) {
 		{"negative batch", "task.batch", false, func(g *Genesis) { g.Task.Batch = -8 }},
 		{"lr_decay > 1", "task.lr_decay", false, func(g *Genesis) { g.Task.LRDecay = 1.5 }},
 		{"negative lr_decay", "task.lr_decay", false, func(g *Genesis) { g.Task.LRDecay = -0.9 }},
+		{"unknown ranking_codec", "task.ranking_codec", false, func(g *Genesis) { g.Task.RankingCodec = "zip" }},
+		{"ranking_codec outside frl", "task.ranking_codec", true, func(g *Genesis) { g.Task.RankingCodec = "delta" }},
 		{"rank outside lora", "task.rank", false, func(g *Genesis) { g.Task.Rank = 4 }},
 		{"compression outside lora", "task.compression", false, func(g *Genesis) { g.Task.Compression = "int8" }},
 		{"base_model outside lora", "task.base_model", false, func(g *Genesis) { g.Task.BaseModel = "b.safetensors" }},

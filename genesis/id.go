@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"slices"
 	"time"
+
+	"github.com/fedrank/fedrank/task"
 )
 
 // idPrefix versions the canonical encoding.
@@ -46,6 +48,7 @@ type canonicalTask struct {
 	Rank          int     `json:"rank"`
 	Compression   string  `json:"compression"`
 	BaseModelHash string  `json:"base_model_hash"`
+	RankingCodec  string  `json:"ranking_codec,omitempty"` // only "delta": older ids stay
 }
 
 // Canonical returns the bytes whose SHA-256 is the federation id (see the
@@ -76,6 +79,9 @@ func (g *Genesis) Canonical() []byte {
 			Epochs: h.Epochs, Batch: h.Batch, Cosine: h.Cosine, LRDecay: f.Task.LRDecay,
 			Rank: f.Task.Rank, Compression: f.Task.Compression, BaseModelHash: f.Task.BaseModelHash,
 		},
+	}
+	if f.Task.RankingCodec == task.CodecDelta {
+		c.Task.RankingCodec = task.CodecDelta
 	}
 	if c.Members == nil {
 		c.Members = []string{}

@@ -32,6 +32,7 @@ func init() {
 			}
 			fc := task.DefaultFRL(subSeed(cfg.Seed, seedModel))
 			ApplyHyper(cfg, &fc.Hyper, &fc.LRDecay)
+			fc.Codec = cfg.RankingCodec
 			return task.NewFRL(fc, d)
 		},
 		Hyper: func(Config) Hyper { d := task.DefaultFRL(0); return HyperOf(d.Hyper, d.LRDecay) },

@@ -78,6 +78,11 @@ type Config struct {
 	LRSchedule string `json:"lr_schedule"`
 	// LRDecay multiplies the learning rate once per round: lr·decay^(round-1).
 	LRDecay float64 `json:"lr_decay"`
+	// RankingCodec is how peers send rankings: "packed" (ceil(log2 n) bits
+	// per edge; "" is packed too) or "delta" (lossless, coded against the
+	// global model the peer trained from: the same models from fewer
+	// bytes, counted in bytes_up). Ranking scenarios only.
+	RankingCodec string `json:"ranking_codec,omitempty"`
 	// AggregatorParams describes the aggregator's own parameters (its trim
 	// fraction, Multi-Krum's f and m, vote-robust's outlier threshold):
 	// filled in by Resolve from the scenario, for the report. It cannot be

@@ -121,6 +121,9 @@ func withHyper(cfg Config, sc Scenario) (Config, error) {
 		return cfg, &ConfigError{Field: "aggregator_params", Msg: fmt.Sprintf("%q: reported, not set (aggregator %s: %q)", cfg.AggregatorParams, cfg.Aggregator, params)}
 	}
 	cfg.AggregatorParams = params
+	if cfg.RankingCodec != "" && sc.Updates != task.Rankings {
+		return cfg, &ConfigError{Field: "ranking_codec", Msg: fmt.Sprintf("scenario %s does not send rankings", sc.Name)}
+	}
 	if sc.Hyper == nil {
 		for _, f := range []struct {
 			name string

@@ -182,10 +182,18 @@ func (t *FRL) decodeHonest(p Poison, add func(r [][]uint32) error) error {
 	if len(p.Honest) == 0 {
 		return fmt.Errorf("task %s: %s needs honestly trained updates of attacker clients", t.cfg.Name, p.Attack)
 	}
+	var ref [][]uint32 // the global rankings, for delta-coded updates
+	if t.cfg.Codec == CodecDelta {
+		var err error
+		if ref, err = t.spec.DecodeFRLModel(p.Job.Model, nil); err != nil {
+			return fmt.Errorf("task %s: %s: global model: %w", t.cfg.Name, p.Attack, err)
+		}
+	}
 	var r [][]uint32
+	var c rankvote.DeltaCoder
 	for i, h := range p.Honest {
 		var err error
-		if r, err = t.spec.DecodeFRLUpdate(h, r); err != nil {
+		if r, err = t.spec.DecodeFRLUpdateAgainst(h, r, ref, &c); err != nil {
 			return fmt.Errorf("task %s: %s: honest update %d: %w", t.cfg.Name, p.Attack, i, err)
 		}
 		if err := add(r); err != nil {

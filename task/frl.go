@@ -21,7 +21,20 @@ type FRLConfig struct {
 	Hyper model.Hyper
 	// LRDecay multiplies the learning rate once per round: lr·LRDecay^(round-1).
 	LRDecay float64
+	// Codec is how a peer's rankings go on the wire: CodecPacked ("" too)
+	// or CodecDelta. Every ranking aggregator decodes both.
+	Codec string
 }
+
+// The ranking codecs of FRLConfig.Codec.
+const (
+	// CodecPacked sends each layer's ranking at ceil(log2 n) bits per edge.
+	CodecPacked = "packed"
+	// CodecDelta sends it losslessly, coded against the ranking of the
+	// global model the peer trained from (rankvote.DeltaCoder): the model
+	// comes out bit for bit the same, from fewer bytes.
+	CodecDelta = "delta"
+)
 
 // DefaultFRL is the FRL reference's MNIST setting.
 func DefaultFRL(seed uint64) FRLConfig {
@@ -128,12 +141,19 @@ type frlWorker struct {
 	tr    *model.SupermaskTrainer
 	sort  rankvote.Sorter
 	order [][]uint32
+	ref   [][]uint32 // the global rankings, for CodecDelta
+	delta rankvote.DeltaCoder
 }
 
 // NewFRL builds the task.
 func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
 	if err := cfg.Hyper.Validate(); err != nil {
 		return nil, err
+	}
+	switch cfg.Codec {
+	case "", CodecPacked, CodecDelta:
+	default:
+		return nil, fmt.Errorf("task %s: ranking codec %q, want %s or %s", cfg.Name, cfg.Codec, CodecPacked, CodecDelta)
 	}
 	net, err := model.NewSupermask(cfg.Sizes, cfg.Seed)
 	if err != nil {
@@ -228,8 +248,19 @@ func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
 	if _, err := w.tr.Train(train, t.data.samples(job.Client), h, rng); err != nil {
 		return nil, err
 	}
+	if t.cfg.Codec == CodecDelta {
+		if len(w.ref) != len(order) {
+			w.ref = make([][]uint32, len(order))
+		}
+		for l, o := range order {
+			w.ref[l] = append(w.ref[l][:0], o...)
+		}
+	}
 	for l, s := range w.tr.Scores() {
 		w.order[l] = w.sort.Argsort(s, w.order[l])
+	}
+	if t.cfg.Codec == CodecDelta {
+		return t.spec.EncodeFRLDeltaUpdate(nil, w.order, w.ref, &w.delta), nil
 	}
 	return t.spec.EncodeFRLUpdate(make([]byte, 0, t.spec.FRLUpdateSize()), w.order), nil
 }

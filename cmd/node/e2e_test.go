@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedrank/fedrank/aggregate"
 	"github.com/fedrank/fedrank/daemon"
 	"github.com/fedrank/fedrank/genesis"
 	"github.com/fedrank/fedrank/node"
@@ -402,7 +404,7 @@ func TestE2EFederation(t *testing.T) {
 	}
 	c := newE2ECluster(t, 5, 100)
 	c.genesis("--scenario", "frl-mnist", "--rounds", "5", "--per-round", "4", "--quorum", "4",
-		"--round-timeout", "60s", "--retry", "300ms", "--seed", "1")
+		"--round-timeout", "60s", "--retry", "300ms", "--seed", "1", "--ranking-codec", "delta")
 	twin := copyHomes(t, c)
 
 	// The undisturbed run.
@@ -420,6 +422,23 @@ func TestE2EFederation(t *testing.T) {
 	s, _ := twin.status(0)
 	if last := s.Rounds[len(s.Rounds)-1]; last.Accuracy < 0.5 {
 		t.Errorf("round 5 accuracy %.4f on the aggregator's test set, want > 0.5 (FRL learns)", last.Accuracy)
+	}
+	// The trainers sent delta-coded rankings: a packed update with its
+	// envelope takes more than a packed update's bytes, and trainers that
+	// resend (the retry is short, and CI machines are slow) add to a
+	// round's bytes, so the smallest round must be well below it (rounds
+	// without resends measure 83-86%).
+	packed := aggregate.Spec{Seed: 1, Sizes: []int{784, 300, 100, 10}}.FRLUpdateSize()
+	smallest := math.Inf(1)
+	for _, r := range s.Rounds {
+		if r.Accepted > 0 {
+			f := float64(r.BytesUp) / float64(r.Accepted) / float64(packed)
+			t.Logf("round %d: %.1f%% of a packed update per update received", r.Round, 100*f)
+			smallest = min(smallest, f)
+		}
+	}
+	if smallest > 0.92 {
+		t.Errorf("every round received %.1f%% or more of a packed update per update: not delta-coded", 100*smallest)
 	}
 	for i := range twin.homes {
 		twin.stop(i)

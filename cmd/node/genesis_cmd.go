@@ -32,28 +32,29 @@ const baseModelFile = "base.safetensors"
 // flagForGenesisField maps a genesis.Error's field (the TOML key) to the flag
 // of `node genesis` that sets it.
 var flagForGenesisField = map[string]string{
-	"name":             "name",
-	"aggregator":       "aggregator",
-	"members":          "members",
-	"scenario":         "scenario",
-	"aggregation":      "aggregation",
-	"seed":             "seed",
-	"rounds":           "rounds",
-	"per_round":        "per-round",
-	"quorum":           "quorum",
-	"min_updates":      "min-updates",
-	"round_timeout":    "round-timeout",
-	"retry":            "retry",
-	"silence_timeout":  "silence-timeout",
-	"max_update_bytes": "max-update-bytes",
-	"max_model_bytes":  "max-model-bytes",
-	"chunk_bytes":      "chunk-bytes",
-	"bootstrap":        "bootstrap",
-	"task.lr":          "lr",
-	"task.epochs":      "epochs",
-	"task.batch":       "batch",
-	"task.rank":        "rank",
-	"task.compression": "compression",
+	"name":               "name",
+	"aggregator":         "aggregator",
+	"members":            "members",
+	"scenario":           "scenario",
+	"aggregation":        "aggregation",
+	"seed":               "seed",
+	"rounds":             "rounds",
+	"per_round":          "per-round",
+	"quorum":             "quorum",
+	"min_updates":        "min-updates",
+	"round_timeout":      "round-timeout",
+	"retry":              "retry",
+	"silence_timeout":    "silence-timeout",
+	"max_update_bytes":   "max-update-bytes",
+	"max_model_bytes":    "max-model-bytes",
+	"chunk_bytes":        "chunk-bytes",
+	"bootstrap":          "bootstrap",
+	"task.lr":            "lr",
+	"task.epochs":        "epochs",
+	"task.batch":         "batch",
+	"task.rank":          "rank",
+	"task.compression":   "compression",
+	"task.ranking_codec": "ranking-codec",
 }
 
 func genesisSpec(name string) cmdSpec {
@@ -109,6 +110,7 @@ func parseGenesis(c cmdSpec, args []string, stderr io.Writer) (o genesisOptions,
 	fl.IntVar(&p.Epochs, "epochs", 0, "local epochs per round (default: the scenario's)")
 	fl.IntVar(&p.Batch, "batch", 0, "local mini-batch `size` (default: the scenario's)")
 	fl.IntVar(&p.Rank, "rank", 0, "adapter `rank`, lora-mnist only (default 4)")
+	fl.StringVar(&p.RankingCodec, "ranking-codec", "", "how trainers send rankings, frl-mnist only: packed (the default) or delta (lossless, coded against the global model)")
 	fl.StringVar(&p.Compression, "compression", "", "upload codec of adapter factors, lora-mnist only: fp32, fp16 or int8 (default int8)")
 	fl.StringVar(&o.dataDir, "data", "", "`dir`ectory of the MNIST IDX files to pre-train lora-mnist's base model on (default: the copy shipped with the Go module)")
 	fl.BoolVar(&o.force, "force", false, "overwrite FILE (and the base model) if they exist")

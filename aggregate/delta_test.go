@@ -1,0 +1,102 @@
+package aggregate
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/fedrank/fedrank/rankvote"
+)
+
+// Every ranking aggregator gives the same model from delta-coded updates as
+// from the same rankings packed, and rejects a malformed delta-coded update
+// without changing its vote.
+func TestRankingAggregatorsDecodeDelta(t *testing.T) {
+	spec := Spec{Seed: 3, Sizes: []int{30, 20, 5}}
+	layers := spec.Layers()
+	rng := rand.New(rand.NewPCG(1, 2))
+	perm := func(n int) []uint32 {
+		p := make([]uint32, n)
+		for i := range p {
+			p[i] = uint32(i)
+		}
+		rng.Shuffle(n, func(i, j int) { p[i], p[j] = p[j], p[i] })
+		return p
+	}
+	global := make([][]uint32, len(layers))
+	for l, n := range layers {
+		global[l] = perm(n)
+	}
+	gm := spec.EncodeFRLModel(global)
+	var voters [][][]uint32
+	for range 7 {
+		r := make([][]uint32, len(layers))
+		for l := range layers {
+			r[l] = append([]uint32(nil), global[l]...)
+			for range 10 { // a few local swaps: a peer that moved a little
+				i := rng.IntN(len(r[l]) - 1)
+				r[l][i], r[l][i+1] = r[l][i+1], r[l][i]
+			}
+		}
+		voters = append(voters, r)
+	}
+	makers := []func() (Aggregator, error){
+		func() (Aggregator, error) { return NewVote(spec) },
+		func() (Aggregator, error) { return NewFilteredVote(spec) },
+		func() (Aggregator, error) { return NewMedianVote(spec) },
+		func() (Aggregator, error) { return NewClampedVote(spec, 0) },
+	}
+	var c rankvote.DeltaCoder
+	for _, mk := range makers {
+		run := func(delta bool) []byte {
+			a := must(mk())
+			if err := a.Begin(1, gm); err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range voters {
+				var p []byte
+				if delta {
+					p = spec.EncodeFRLDeltaUpdate(nil, r, global, &c)
+				} else {
+					p = spec.EncodeFRLUpdate(nil, r)
+				}
+				if err := a.Add(Update{Peer: fmt.Sprint("p", i), Payload: p}); err != nil {
+					t.Fatalf("%s: %v", a.Name(), err)
+				}
+				if delta && i == 2 {
+					bad := spec.EncodeFRLDeltaUpdate(nil, r, global, &c)
+					bad = bad[:len(bad)-1]
+					if err := a.Add(Update{Peer: "bad", Payload: bad}); !errors.Is(err, ErrMalformed) {
+						t.Fatalf("%s: truncated delta update: %v", a.Name(), err)
+					}
+					if a.Len() != 3 {
+						t.Fatalf("%s: %d updates after a rejected one, want 3", a.Name(), a.Len())
+					}
+				}
+			}
+			m, err := a.Finalize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		packed, delta := run(false), run(true)
+		if !bytes.Equal(packed, delta) {
+			t.Errorf("%s: the model from delta-coded updates differs from the packed one", must(mk()).Name())
+		}
+	}
+	// Delta-coded updates are smaller here, and need the reference.
+	p := spec.EncodeFRLUpdate(nil, voters[0])
+	d := spec.EncodeFRLDeltaUpdate(nil, voters[0], global, nil)
+	if len(d) >= len(p) {
+		t.Errorf("delta-coded %d bytes, packed %d", len(d), len(p))
+	}
+	if _, err := spec.DecodeFRLUpdateAgainst(d, nil, nil, nil); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a delta-coded update without its reference: %v", err)
+	}
+	if got, err := spec.DecodeFRLUpdateAgainst(d, nil, global, nil); err != nil || fmt.Sprint(got) != fmt.Sprint(voters[0]) {
+		t.Errorf("round trip: %v", err)
+	}
+}

@@ -1,0 +1,50 @@
+package simnet
+
+import (
+	"context"
+	"testing"
+
+	"github.com/fedrank/fedrank/task"
+)
+
+// The delta ranking codec is lossless: a run with it ends at the same model,
+// round by round, as the packed run, and its peers send fewer bytes; the
+// attacks that decode the attackers' own trained rankings work with it.
+func TestDeltaCodecSameModelFewerBytes(t *testing.T) {
+	run := func(codec, attack string) *Report {
+		fc := task.DefaultFRL(3)
+		fc.Name, fc.Sizes, fc.Codec = "frl-small", []int{16, 32, 3}, codec
+		tk, err := task.NewFRL(fc, smallData(t, 20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := attackConfig(attack, 0.2)
+		if attack == "" {
+			cfg.Attackers = 0
+		}
+		cfg.Aggregator, cfg.Rounds = "vote-clamp", 4
+		rep, err := simulate(context.Background(), cfg, tk, nil, simOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	for _, attack := range []string{"", task.AttackReverse, task.AttackAdaptive} {
+		p, d := run(task.CodecPacked, attack), run(task.CodecDelta, attack)
+		for i := range p.Rounds {
+			if p.Rounds[i].ModelHash != d.Rounds[i].ModelHash {
+				t.Fatalf("attack %q: round %d: delta-coded model %s, packed %s", attack, i+1, d.Rounds[i].ModelHash, p.Rounds[i].ModelHash)
+			}
+		}
+		if attack == "" && !(d.BytesUpTotal < p.BytesUpTotal) {
+			t.Errorf("delta-coded peers sent %d bytes, packed %d", d.BytesUpTotal, p.BytesUpTotal)
+		}
+		t.Logf("attack %q: %d bytes up delta-coded, %d packed", attack, d.BytesUpTotal, p.BytesUpTotal)
+	}
+	if _, _, err := Resolve(Config{Scenario: "fedavg-mnist", RankingCodec: "delta"}); err == nil {
+		t.Error("a ranking codec for a dense scenario was accepted")
+	}
+	if _, _, err := Resolve(Config{Scenario: "frl-mnist", RankingCodec: "zip"}); err == nil {
+		t.Error("an unknown ranking codec was accepted")
+	}
+}
