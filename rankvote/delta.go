@@ -49,7 +49,9 @@ var ErrDelta = errors.New("rankvote: malformed delta-coded ranking")
 // concurrent use.
 type DeltaCoder struct {
 	pos    []uint32 // reference position of each edge
-	fen    []int32  // Fenwick tree over reference positions: 1 = not yet taken
+	set    []uint64 // reference positions not yet taken (1 bits)
+	blk    []int32  // untaken positions per block of blockWords words
+	low    int      // the first block with an untaken position
 	tokens []byte
 	huff   huff0.Scratch
 }
@@ -71,7 +73,7 @@ func (c *DeltaCoder) Encode(dst []byte, r, ref []uint32) []byte {
 		panic(fmt.Sprintf("rankvote: DeltaCoder.Encode: ranking: %v", err))
 	}
 	c.setReference(ref)
-	c.resetFenwick(n)
+	c.resetTaken(n)
 	c.tokens = c.tokens[:0]
 	var w bitWriter
 	for _, e := range r {
@@ -175,7 +177,7 @@ func (c *DeltaCoder) Decode(dst []uint32, src []byte, ref []uint32) ([]uint32, [
 	r := bitReader{buf: src[k : k+int(size)]}
 	rest := src[k+int(size):]
 	c.setReference(ref)
-	c.resetFenwick(n)
+	c.resetTaken(n)
 	dst = growUint32(dst, n)
 	for i, t := range c.tokens {
 		if t > maxToken-1 {
@@ -212,45 +214,85 @@ func (c *DeltaCoder) setReference(ref []uint32) {
 	}
 }
 
-// resetFenwick marks all n positions untaken.
-func (c *DeltaCoder) resetFenwick(n int) {
-	if cap(c.fen) < n+1 {
-		c.fen = make([]int32, n+1)
+// The untaken reference positions are a bitset (1 = untaken) with a count
+// per block of 16 words, so that the rank of a position and the position of
+// a rank cost a scan from the first untaken block: a few words when the
+// ranking is near the reference, at most n/1024 blocks and 16 words for any
+// ranking. (Blocks of 8, 16 and 64 words and a Fenwick tree were measured:
+// 16 was the fastest at decoding.)
+const blockWords = 16
+
+// resetTaken marks all n positions untaken.
+func (c *DeltaCoder) resetTaken(n int) {
+	words := (n + 63) / 64
+	if cap(c.set) < words {
+		c.set = make([]uint64, words)
 	}
-	c.fen = c.fen[:n+1]
-	c.fen[0] = 0
-	for i := 1; i <= n; i++ {
-		c.fen[i] = int32(i & -i) // a tree of all ones
+	c.set = c.set[:words]
+	for i := range c.set {
+		c.set[i] = ^uint64(0)
 	}
+	if r := n % 64; r != 0 {
+		c.set[words-1] = 1<<r - 1
+	}
+	blocks := (words + blockWords - 1) / blockWords
+	if cap(c.blk) < blocks {
+		c.blk = make([]int32, blocks)
+	}
+	c.blk = c.blk[:blocks]
+	for b := range c.blk {
+		cnt := 0
+		for _, w := range c.set[b*blockWords : min((b+1)*blockWords, words)] {
+			cnt += bits.OnesCount64(w)
+		}
+		c.blk[b] = int32(cnt)
+	}
+	c.low = 0
 }
 
 // prefix is the number of untaken positions below s.
 func (c *DeltaCoder) prefix(s int) int {
-	sum := int32(0)
-	for i := s; i > 0; i -= i & -i {
-		sum += c.fen[i]
+	w, b := s/64, s/64/blockWords
+	sum := 0
+	for i := c.low; i < b; i++ {
+		sum += int(c.blk[i])
 	}
-	return int(sum)
+	for i := b * blockWords; i < w; i++ {
+		sum += bits.OnesCount64(c.set[i])
+	}
+	return sum + bits.OnesCount64(c.set[w]&(1<<(s%64)-1))
 }
 
 // take marks position s taken.
 func (c *DeltaCoder) take(s int) {
-	for i := s + 1; i < len(c.fen); i += i & -i {
-		c.fen[i]--
+	c.set[s/64] &^= 1 << (s % 64)
+	b := s / 64 / blockWords
+	c.blk[b]--
+	for c.low < len(c.blk) && c.blk[c.low] == 0 {
+		c.low++
 	}
 }
 
-// kth is the untaken position with d untaken positions below it.
+// kth is the untaken position with d untaken positions below it; d must be
+// below the number untaken.
 func (c *DeltaCoder) kth(d int) int {
-	n := len(c.fen) - 1
-	pos, rem := 0, int32(d)
-	for step := 1 << (bits.Len(uint(n)) - 1); step > 0; step >>= 1 {
-		if next := pos + step; next <= n && c.fen[next] <= rem {
-			pos = next
-			rem -= c.fen[next]
-		}
+	b := c.low
+	for ; int(c.blk[b]) <= d; b++ {
+		d -= int(c.blk[b])
 	}
-	return pos // 0-based: pos positions are at or below the d-th
+	w := b * blockWords
+	for ; ; w++ {
+		n := bits.OnesCount64(c.set[w])
+		if n > d {
+			break
+		}
+		d -= n
+	}
+	x := c.set[w]
+	for range d {
+		x &= x - 1 // drop the lowest set bits
+	}
+	return w*64 + bits.TrailingZeros64(x)
 }
 
 // bitWriter writes bits least significant first.
@@ -289,18 +331,21 @@ type bitReader struct {
 	off uint // bits read
 }
 
-func (r *bitReader) read(n uint) (uint64, bool) {
+func (r *bitReader) read(n uint) (uint64, bool) { // n <= 32
 	if r.off+n > uint(len(r.buf))*8 {
 		return 0, false
 	}
-	var v uint64
-	for k := uint(0); k < n; {
-		byteI, bit := r.off/8, r.off%8
-		take := min(8-bit, n-k)
-		v |= uint64(r.buf[byteI]>>bit&(1<<take-1)) << k
-		k += take
-		r.off += take
+	i := r.off / 8
+	var w uint64
+	if int(i)+8 <= len(r.buf) {
+		w = binary.LittleEndian.Uint64(r.buf[i:])
+	} else {
+		var tmp [8]byte
+		copy(tmp[:], r.buf[i:])
+		w = binary.LittleEndian.Uint64(tmp[:])
 	}
+	v := w >> (r.off % 8) & (1<<n - 1)
+	r.off += n
 	return v, true
 }
 

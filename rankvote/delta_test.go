@@ -159,4 +159,17 @@ func BenchmarkDelta(b *testing.B) {
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e6, "Medges/s")
 	})
+	// The worst case a peer can send: a ranking unrelated to the reference.
+	far := c.Encode(nil, randPerm(rng, n), ref)
+	b.Run("decode-random", func(b *testing.B) {
+		var out []uint32
+		for b.Loop() {
+			var err error
+			if out, _, err = c.Decode(out, far, ref); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e6, "Medges/s")
+		b.ReportMetric(float64(8*len(far))/n, "bits/edge")
+	})
 }
