@@ -217,9 +217,9 @@ func (c *DeltaCoder) setReference(ref []uint32) {
 // Fenwick tree of the untaken counts per block of 16 words, so that the rank
 // of a position and the position of a rank cost O(log(n/1024)) block steps
 // and at most 16 words, whatever the ranking. (A Fenwick tree over single
-// positions decoded the first MNIST layer in 22 ms, this in 12; scanning the
-// blocks from the first untaken one was as fast on rankings with only small
-// moves but slow on real ones, where a few edges move far.)
+// positions decoded the first MNIST layer in 22 ms, this in 12-15; scanning
+// the blocks from the first untaken one was as fast on rankings with only
+// small moves but slower on real ones, where a few edges move far.)
 const blockWords = 16
 
 // resetTaken marks all n positions untaken.
