@@ -79,7 +79,7 @@ type Config struct {
 	// LRDecay multiplies the learning rate once per round: lr·decay^(round-1).
 	LRDecay float64 `json:"lr_decay"`
 	// RankingCodec is how peers send rankings: "packed" (ceil(log2 n) bits
-	// per edge; "" is packed too) or "delta" (lossless, coded against the
+	// per edge, the default) or "delta" (lossless, coded against the
 	// global model the peer trained from: the same models from fewer
 	// bytes, counted in bytes_up). Ranking scenarios only.
 	RankingCodec string `json:"ranking_codec,omitempty"`

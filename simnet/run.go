@@ -124,6 +124,9 @@ func withHyper(cfg Config, sc Scenario) (Config, error) {
 	if cfg.RankingCodec != "" && sc.Updates != task.Rankings {
 		return cfg, &ConfigError{Field: "ranking_codec", Msg: fmt.Sprintf("scenario %s does not send rankings", sc.Name)}
 	}
+	if sc.Updates == task.Rankings {
+		cfg.RankingCodec = cmp.Or(cfg.RankingCodec, task.CodecPacked) // effective, for the report
+	}
 	if sc.Hyper == nil {
 		for _, f := range []struct {
 			name string
