@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"slices"
 
@@ -17,6 +18,7 @@ import (
 //	FRL model   "FRLM" | seed u64 | L u8 | L × (in u32, out u32) | L × packed ranking
 //	FRL update  "FRLU" | L u8 | L × n u32 | L × packed ranking
 //	FRL update, delta-coded  "FRLD" | L u8 | L × n u32 | L × delta-coded ranking
+//	FRL update, bucket-coded "FRLB" | L u8 | L × n u32 | L × bucket-coded ranking
 //	dense model "DNSM" | seed u64 | L u8 | L × (in u32, out u32) | float32 weights
 //	dense update "DNSU" | L u8 | L × n u32 | float32 weights
 //
@@ -36,6 +38,7 @@ var (
 	magicFRLModel    = [4]byte{'F', 'R', 'L', 'M'}
 	magicFRLUpdate   = [4]byte{'F', 'R', 'L', 'U'}
 	magicFRLDelta    = [4]byte{'F', 'R', 'L', 'D'}
+	magicFRLBucket   = [4]byte{'F', 'R', 'L', 'B'}
 	magicDenseModel  = [4]byte{'D', 'N', 'S', 'M'}
 	magicDenseUpdate = [4]byte{'D', 'N', 'S', 'U'}
 )
@@ -211,26 +214,40 @@ func (s Spec) DecodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvot
 // IsFRLDeltaUpdate tells whether src claims to be a delta-coded FRL update.
 func IsFRLDeltaUpdate(src []byte) bool { return len(src) >= 4 && [4]byte(src[:4]) == magicFRLDelta }
 
-func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder, permCheck bool) ([][]uint32, error) {
-	if !IsFRLDeltaUpdate(src) {
-		return s.decodeFRLUpdate(src, dst, permCheck)
+// EncodeFRLBucketUpdate encodes a peer's rankings lossily: per layer, the
+// bucket of every edge under bounds[l] (rankvote.BucketCoder), in the
+// context of its bucket in ref, the global rankings it trained from. c may
+// be nil.
+func (s Spec) EncodeFRLBucketUpdate(dst []byte, order, ref, bounds [][]uint32, c *rankvote.BucketCoder) []byte {
+	if c == nil {
+		c = new(rankvote.BucketCoder)
 	}
 	layers := s.Layers()
-	p, err := checkUpdateHeader(src, magicFRLDelta, layers)
+	dst = appendUpdateHeader(dst, magicFRLBucket, layers)
+	for l := range layers {
+		dst = c.Encode(dst, order[l], ref[l], bounds[l])
+	}
+	return dst
+}
+
+// decodeCodedLayers decodes an update whose layers are coded against ref
+// (the round's global rankings) by layer, which decodes one layer from the
+// front of its bytes and returns the rest.
+func (s Spec) decodeCodedLayers(src []byte, magic [4]byte, what string, dst, ref [][]uint32,
+	layer func(l int, dst []uint32, p []byte) ([]uint32, []byte, error)) ([][]uint32, error) {
+	layers := s.Layers()
+	p, err := checkUpdateHeader(src, magic, layers)
 	if err != nil {
 		return nil, err
 	}
 	if len(ref) != len(layers) {
-		return nil, malformed("a delta-coded FRL update needs the global model it was coded against")
-	}
-	if c == nil {
-		c = new(rankvote.DeltaCoder)
+		return nil, malformed("a %s FRL update needs the global model it was coded against", what)
 	}
 	if len(dst) != len(layers) {
 		dst = make([][]uint32, len(layers))
 	}
 	for l := range layers {
-		r, rest, err := c.Decode(dst[l], p, ref[l])
+		r, rest, err := layer(l, dst[l], p)
 		if err != nil {
 			return nil, fmt.Errorf("%w: FRL update layer %d: %w", ErrMalformed, l, err)
 		}
@@ -240,6 +257,31 @@ func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvot
 		return nil, malformed("FRL update has %d bytes after its last layer", len(p))
 	}
 	return dst, nil
+}
+
+func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder, permCheck bool) ([][]uint32, error) {
+	switch {
+	case len(src) >= 4 && [4]byte(src[:4]) == magicFRLBucket:
+		// Each bucket's edges are ordered by a pseudo-random draw seeded
+		// by the payload's FNV-1a hash: independent between voters, the
+		// same wherever it is decoded.
+		h := fnv.New64a()
+		h.Write(src)
+		seed := h.Sum64()
+		var bc rankvote.BucketCoder
+		return s.decodeCodedLayers(src, magicFRLBucket, "bucket-coded", dst, ref, func(l int, dst []uint32, p []byte) ([]uint32, []byte, error) {
+			r, _, rest, err := bc.Decode(dst, p, ref[l], seed+uint64(l))
+			return r, rest, err
+		})
+	case IsFRLDeltaUpdate(src):
+		if c == nil {
+			c = new(rankvote.DeltaCoder)
+		}
+		return s.decodeCodedLayers(src, magicFRLDelta, "delta-coded", dst, ref, func(l int, dst []uint32, p []byte) ([]uint32, []byte, error) {
+			return c.Decode(dst, p, ref[l])
+		})
+	}
+	return s.decodeFRLUpdate(src, dst, permCheck)
 }
 
 // decodeFRLUpdate skips the permutation check when permCheck is false, for

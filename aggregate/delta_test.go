@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/fedrank/fedrank/rankvote"
@@ -87,6 +88,48 @@ func TestRankingAggregatorsDecodeDelta(t *testing.T) {
 			t.Errorf("%s: the model from delta-coded updates differs from the packed one", must(mk()).Name())
 		}
 	}
+	// Bucket-coded updates: accepted by every ranking aggregator, the
+	// decoded ranking keeps every edge in its bucket, and a truncated one
+	// is rejected.
+	bounds := make([][]uint32, len(layers))
+	for l, n := range layers {
+		bounds[l] = rankvote.UniformBounds(n, min(4, n))
+	}
+	for _, mk := range makers {
+		a := must(mk())
+		if err := a.Begin(1, gm); err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range voters {
+			b := spec.EncodeFRLBucketUpdate(nil, r, global, bounds, nil)
+			if err := a.Add(Update{Peer: fmt.Sprint("p", i), Payload: b}); err != nil {
+				t.Fatalf("%s: %v", a.Name(), err)
+			}
+			if err := a.Add(Update{Peer: "bad", Payload: b[:len(b)-1]}); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("%s: truncated bucket update: %v", a.Name(), err)
+			}
+		}
+		if _, err := a.Finalize(); err != nil || a.Len() != len(voters) {
+			t.Fatalf("%s: %v, %d updates", a.Name(), err, a.Len())
+		}
+	}
+	got, err := spec.DecodeFRLUpdateAgainst(spec.EncodeFRLBucketUpdate(nil, voters[0], global, bounds, nil), nil, global, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range layers {
+		pos := make([]int, len(got[l]))
+		for i, e := range got[l] {
+			pos[e] = i
+		}
+		for i, e := range voters[0][l] {
+			bucket := func(p int) int { return slices.IndexFunc(bounds[l][1:], func(b uint32) bool { return uint32(p) < b }) }
+			if bucket(i) != bucket(pos[e]) {
+				t.Fatalf("layer %d edge %d: bucket %d sent, %d decoded", l, e, bucket(i), bucket(pos[e]))
+			}
+		}
+	}
+
 	// Delta-coded updates are smaller here, and need the reference.
 	p := spec.EncodeFRLUpdate(nil, voters[0])
 	d := spec.EncodeFRLDeltaUpdate(nil, voters[0], global, nil)

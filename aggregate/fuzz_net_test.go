@@ -155,8 +155,9 @@ func FuzzAggregatorAdd(f *testing.F) {
 	f.Add(netSpec.EncodeFRLModel(netOrders(0)))
 	f.Add([]byte("FRLU\x02"))
 	f.Add([]byte{})
-	for k := range 3 { // delta-coded against the round's global model, netOrders(0)
+	for k := range 3 { // delta- and bucket-coded against the round's global model, netOrders(0)
 		f.Add(netSpec.EncodeFRLDeltaUpdate(nil, netOrders(k), netOrders(0), nil))
+		f.Add(netSpec.EncodeFRLBucketUpdate(nil, netOrders(k), netOrders(0), [][]uint32{{0, 2, 4, 6}, {0, 2, 4}}, nil))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		for _, a := range netAggregators(t) {

@@ -96,8 +96,8 @@ func (g *Genesis) Encode() ([]byte, error) {
 	e.key("Local mini-batch size.", "batch", strconv.Itoa(p.Batch))
 	e.key("Anneal the learning rate over the local epochs (cosine).", "cosine", strconv.FormatBool(*p.Cosine))
 	e.key("Learning-rate factor per round, (0, 1].", "lr_decay", e.float(p.LRDecay))
-	if p.RankingCodec == task.CodecDelta {
-		e.key(`How trainers send rankings: "packed" or "delta" (coded against the global model).`, "ranking_codec", e.str(p.RankingCodec))
+	if k, _, _ := task.ParseRankingCodec(p.RankingCodec); k != task.CodecPacked {
+		e.key(`How trainers send rankings: "packed", "delta" (lossless, coded against the global model) or "bucket:B" (lossy).`, "ranking_codec", e.str(p.RankingCodec))
 	}
 	if scenarios[f.Scenario].lora {
 		e.key("Adapter rank.", "rank", strconv.Itoa(p.Rank))

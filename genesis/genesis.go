@@ -42,7 +42,7 @@
 //	task               object: lr, momentum, weight_decay (numbers, Go's
 //	                   shortest float64 form), epochs, batch (integers),
 //	                   cosine (boolean), lr_decay (number), ranking_codec
-//	                   (string, omitted unless "delta"), rank (integer,
+//	                   (string, omitted when "packed"), rank (integer,
 //	                   0 outside lora-mnist), compression (string, "" outside
 //	                   lora-mnist), base_model_hash (lower-case hex string,
 //	                   "" outside lora-mnist)
@@ -161,9 +161,10 @@ type TaskParams struct {
 	LRDecay float64 `toml:"lr_decay" json:"lr_decay"`
 
 	// RankingCodec is how trainers send rankings: "packed" (the default, ""
-	// too) or "delta", lossless and about 30% smaller, coded against the
-	// round's global model (frl-mnist only). Part of the id only when
-	// "delta", so that federations made before it keep their ids.
+	// too), "delta" (lossless and about 30% smaller, coded against the
+	// round's global model) or "bucket:B" (lossy; see task.CodecBucket);
+	// frl-mnist only. Part of the id only when not packed, so that
+	// federations made before it keep their ids.
 	RankingCodec string `toml:"ranking_codec" json:"ranking_codec"`
 
 	// Rank is the adapters' rank, 1..4096 (lora-mnist only; default 4).

@@ -48,7 +48,7 @@ type canonicalTask struct {
 	Rank          int     `json:"rank"`
 	Compression   string  `json:"compression"`
 	BaseModelHash string  `json:"base_model_hash"`
-	RankingCodec  string  `json:"ranking_codec,omitempty"` // only "delta": older ids stay
+	RankingCodec  string  `json:"ranking_codec,omitempty"` // only when not packed: older ids stay
 }
 
 // Canonical returns the bytes whose SHA-256 is the federation id (see the
@@ -80,8 +80,8 @@ func (g *Genesis) Canonical() []byte {
 			Rank: f.Task.Rank, Compression: f.Task.Compression, BaseModelHash: f.Task.BaseModelHash,
 		},
 	}
-	if f.Task.RankingCodec == task.CodecDelta {
-		c.Task.RankingCodec = task.CodecDelta
+	if k, _, _ := task.ParseRankingCodec(f.Task.RankingCodec); k != task.CodecPacked {
+		c.Task.RankingCodec = f.Task.RankingCodec
 	}
 	if c.Members == nil {
 		c.Members = []string{}

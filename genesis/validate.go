@@ -137,9 +137,10 @@ func (p *TaskParams) validate(scenarioName string, lora bool) error {
 	if err := h.Validate(); err != nil { // anything model adds later
 		return fieldErr("task", "%v", err)
 	}
+	if _, _, err := task.ParseRankingCodec(p.RankingCodec); err != nil {
+		return fieldErr("task.ranking_codec", "%v", err)
+	}
 	switch {
-	case p.RankingCodec != "" && p.RankingCodec != task.CodecPacked && p.RankingCodec != task.CodecDelta:
-		return fieldErr("task.ranking_codec", "%q, must be %s or %s", p.RankingCodec, task.CodecPacked, task.CodecDelta)
 	case p.RankingCodec != "" && scenarioName != "frl-mnist":
 		return fieldErr("task.ranking_codec", "only frl-mnist sends rankings, not %s", scenarioName)
 	}

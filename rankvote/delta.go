@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 
+	"github.com/klauspost/compress/fse"
 	"github.com/klauspost/compress/huff0"
 )
 
@@ -21,13 +22,15 @@ import (
 // is split as in DEFLATE's distance codes into a token, its bit length
 // (0 for 0, else floor(log2 L)+1), and the bits below its leading one. The
 // tokens, one byte each, go through a Huffman coder
-// (github.com/klauspost/compress/huff0) in blocks; the low bits, nearly
-// uniform, are written as they are.
+// (github.com/klauspost/compress/huff0) or a tANS coder (its fse package),
+// whichever is smaller, in blocks; the low bits, nearly uniform, are written
+// as they are.
 //
 // A layer's encoding: a uvarint token count (n), then for each block of at
 // most deltaBlock tokens a mode byte (deltaRaw: the tokens as bytes;
 // deltaRLE: one token repeated; deltaHuff: a huff0 1X stream with its
-// table) with a uvarint byte length and the bytes, then a uvarint length and
+// table; deltaFSE: an fse stream with its table) with a uvarint byte length
+// and the bytes, then a uvarint length and
 // the low bits, least significant first. Decoding checks every digit
 // against the positions left, the token and bit counts, and every length,
 // so anything that is not an encoding of a permutation is an error.
@@ -37,6 +40,7 @@ const (
 	deltaRaw   = 0
 	deltaRLE   = 1
 	deltaHuff  = 2
+	deltaFSE   = 3  // tANS (github.com/klauspost/compress/fse): below a bit per token when skewed
 	maxToken   = 33 // digits are below 2^32
 )
 
@@ -53,6 +57,7 @@ type DeltaCoder struct {
 	blk    []int32  // Fenwick tree (1-based) of the untaken positions per block of blockWords words
 	tokens []byte
 	huff   huff0.Scratch
+	fse    fse.Scratch
 }
 
 // Encode appends to dst the encoding of ranking r against the reference ref
@@ -95,19 +100,21 @@ func (c *DeltaCoder) Encode(dst []byte, r, ref []uint32) []byte {
 }
 
 func (c *DeltaCoder) appendBlock(dst, block []byte) []byte {
+	mode, body := byte(deltaRaw), block
 	c.huff.Reuse = huff0.ReusePolicyNone // every block carries its table
 	out, _, err := huff0.Compress1X(block, &c.huff)
-	switch {
-	case err == nil && len(out) < len(block):
-		dst = append(dst, deltaHuff)
-		dst = binary.AppendUvarint(dst, uint64(len(out)))
-		return append(dst, out...)
-	case errors.Is(err, huff0.ErrUseRLE):
+	if errors.Is(err, huff0.ErrUseRLE) {
 		return append(dst, deltaRLE, block[0])
 	}
-	dst = append(dst, deltaRaw)
-	dst = binary.AppendUvarint(dst, uint64(len(block)))
-	return append(dst, block...)
+	if err == nil && len(out) < len(body) {
+		mode, body = deltaHuff, out
+	}
+	if out, err := fse.Compress(block, &c.fse); err == nil && len(out) < len(body) {
+		mode, body = deltaFSE, out
+	}
+	dst = append(dst, mode)
+	dst = binary.AppendUvarint(dst, uint64(len(body)))
+	return append(dst, body...)
 }
 
 // Decode decodes one layer's encoding from src against the reference ref
@@ -125,49 +132,9 @@ func (c *DeltaCoder) Decode(dst []uint32, src []byte, ref []uint32) ([]uint32, [
 	}
 	src = src[k:]
 	c.tokens = c.tokens[:0]
-	for len(c.tokens) < n {
-		want := min(deltaBlock, n-len(c.tokens))
-		if len(src) == 0 {
-			return nil, nil, fmt.Errorf("%w: truncated before block %d", ErrDelta, len(c.tokens)/deltaBlock)
-		}
-		mode := src[0]
-		src = src[1:]
-		switch mode {
-		case deltaRLE:
-			if len(src) == 0 {
-				return nil, nil, fmt.Errorf("%w: truncated run", ErrDelta)
-			}
-			for range want {
-				c.tokens = append(c.tokens, src[0])
-			}
-			src = src[1:]
-		case deltaRaw, deltaHuff:
-			size, k := binary.Uvarint(src)
-			if k <= 0 || size > uint64(len(src)-k) {
-				return nil, nil, fmt.Errorf("%w: block length", ErrDelta)
-			}
-			body := src[k : k+int(size)]
-			src = src[k+int(size):]
-			if mode == deltaRaw {
-				if len(body) != want {
-					return nil, nil, fmt.Errorf("%w: raw block of %d tokens, want %d", ErrDelta, len(body), want)
-				}
-				c.tokens = append(c.tokens, body...)
-				break
-			}
-			s, rest, err := huff0.ReadTable(body, &c.huff)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: huffman table: %w", ErrDelta, err)
-			}
-			s.MaxDecodedSize = want
-			out, err := s.Decompress1X(rest)
-			if err != nil || len(out) != want {
-				return nil, nil, fmt.Errorf("%w: huffman block: %d tokens, want %d (%v)", ErrDelta, len(out), want, err)
-			}
-			c.tokens = append(c.tokens, out...)
-		default:
-			return nil, nil, fmt.Errorf("%w: block mode %d", ErrDelta, mode)
-		}
+	src, err := c.readBlocks(src, n)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrDelta, err)
 	}
 	size, k := binary.Uvarint(src)
 	if k <= 0 || size > uint64(len(src)-k) {
@@ -204,6 +171,66 @@ func (c *DeltaCoder) Decode(dst []uint32, src []byte, ref []uint32) ([]uint32, [
 		return nil, nil, fmt.Errorf("%w: %d unused low bits", ErrDelta, r.left())
 	}
 	return dst, rest, nil
+}
+
+// readBlocks appends to c.tokens the n tokens of the blocks at the start of
+// src and returns the bytes after them.
+func (c *DeltaCoder) readBlocks(src []byte, n int) ([]byte, error) {
+	start := len(c.tokens)
+	for len(c.tokens) < start+n {
+		want := min(deltaBlock, start+n-len(c.tokens))
+		if len(src) == 0 {
+			return nil, fmt.Errorf("truncated before block %d", len(c.tokens)/deltaBlock)
+		}
+		mode := src[0]
+		src = src[1:]
+		switch mode {
+		case deltaRLE:
+			if len(src) == 0 {
+				return nil, fmt.Errorf("truncated run")
+			}
+			for range want {
+				c.tokens = append(c.tokens, src[0])
+			}
+			src = src[1:]
+		case deltaRaw, deltaHuff, deltaFSE:
+			size, k := binary.Uvarint(src)
+			if k <= 0 || size > uint64(len(src)-k) {
+				return nil, fmt.Errorf("block length")
+			}
+			body := src[k : k+int(size)]
+			src = src[k+int(size):]
+			if mode == deltaRaw {
+				if len(body) != want {
+					return nil, fmt.Errorf("raw block of %d tokens, want %d", len(body), want)
+				}
+				c.tokens = append(c.tokens, body...)
+				break
+			}
+			if mode == deltaFSE {
+				c.fse.DecompressLimit = want
+				out, err := fse.Decompress(body, &c.fse)
+				if err != nil || len(out) != want {
+					return nil, fmt.Errorf("tANS block: %d tokens, want %d (%v)", len(out), want, err)
+				}
+				c.tokens = append(c.tokens, out...)
+				break
+			}
+			s, rest, err := huff0.ReadTable(body, &c.huff)
+			if err != nil {
+				return nil, fmt.Errorf("huffman table: %w", err)
+			}
+			s.MaxDecodedSize = want
+			out, err := s.Decompress1X(rest)
+			if err != nil || len(out) != want {
+				return nil, fmt.Errorf("huffman block: %d tokens, want %d (%v)", len(out), want, err)
+			}
+			c.tokens = append(c.tokens, out...)
+		default:
+			return nil, fmt.Errorf("block mode %d", mode)
+		}
+	}
+	return src, nil
 }
 
 func (c *DeltaCoder) setReference(ref []uint32) {

@@ -41,6 +41,21 @@ func TestDeltaCodecSameModelFewerBytes(t *testing.T) {
 		}
 		t.Logf("attack %q: %d bytes up delta-coded, %d packed", attack, d.BytesUpTotal, p.BytesUpTotal)
 	}
+	// The lossy codecs: a quantized ranking, far fewer bytes, and a run
+	// that still learns.
+	for _, codec := range []string{"bucket:8", "bucket-mask:8"} {
+		p, b := run(task.CodecPacked, ""), run(codec, "")
+		if !(b.BytesUpTotal*2 < p.BytesUpTotal) { // tables weigh on layers this small
+			t.Errorf("%s: %d bytes up, packed %d", codec, b.BytesUpTotal, p.BytesUpTotal)
+		}
+		if b.FinalAccuracy < p.FinalAccuracy-0.15 {
+			t.Errorf("%s: final accuracy %.4f, packed %.4f", codec, b.FinalAccuracy, p.FinalAccuracy)
+		}
+		t.Logf("%s: %d bytes up, accuracy %.4f (packed %d, %.4f)", codec, b.BytesUpTotal, b.FinalAccuracy, p.BytesUpTotal, p.FinalAccuracy)
+	}
+	if _, _, err := Resolve(Config{Scenario: "frl-mnist", RankingCodec: "bucket-mask:6"}); err == nil {
+		t.Error("bucket-mask with a bucket count that is not a multiple of 4 was accepted")
+	}
 	if _, _, err := Resolve(Config{Scenario: "fedavg-mnist", RankingCodec: "delta"}); err == nil {
 		t.Error("a ranking codec for a dense scenario was accepted")
 	}

@@ -54,8 +54,9 @@ func (c *Config) Validate() error {
 		return bad("lr_decay", "%v, must be in (0, 1]", c.LRDecay)
 	case c.LRSchedule != "" && c.LRSchedule != "cosine" && c.LRSchedule != "constant":
 		return bad("lr_schedule", "%q, must be cosine or constant", c.LRSchedule)
-	case c.RankingCodec != "" && c.RankingCodec != task.CodecPacked && c.RankingCodec != task.CodecDelta:
-		return bad("ranking_codec", "%q, must be %s or %s", c.RankingCodec, task.CodecPacked, task.CodecDelta)
+	}
+	if _, _, err := task.ParseRankingCodec(c.RankingCodec); err != nil {
+		return bad("ranking_codec", "%v", err)
 	}
 	if _, ok := lookupNet(c.Net); !ok {
 		names := make([]string, 0, len(netProfiles))

@@ -183,7 +183,7 @@ func (t *FRL) decodeHonest(p Poison, add func(r [][]uint32) error) error {
 		return fmt.Errorf("task %s: %s needs honestly trained updates of attacker clients", t.cfg.Name, p.Attack)
 	}
 	var ref [][]uint32 // the global rankings, for delta-coded updates
-	if t.cfg.Codec == CodecDelta {
+	if t.codec != CodecPacked {
 		var err error
 		if ref, err = t.spec.DecodeFRLModel(p.Job.Model, nil); err != nil {
 			return fmt.Errorf("task %s: %s: global model: %w", t.cfg.Name, p.Attack, err)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/fedrank/fedrank/aggregate"
@@ -21,8 +23,9 @@ type FRLConfig struct {
 	Hyper model.Hyper
 	// LRDecay multiplies the learning rate once per round: lr·LRDecay^(round-1).
 	LRDecay float64
-	// Codec is how a peer's rankings go on the wire: CodecPacked ("" too)
-	// or CodecDelta. Every ranking aggregator decodes both.
+	// Codec is how a peer's rankings go on the wire: CodecPacked ("" too),
+	// CodecDelta or "bucket:B" (CodecBucket with B buckets, lossy). Every
+	// ranking aggregator decodes them all (ParseRankingCodec).
 	Codec string
 }
 
@@ -34,7 +37,43 @@ const (
 	// global model the peer trained from (rankvote.DeltaCoder): the model
 	// comes out bit for bit the same, from fewer bytes.
 	CodecDelta = "delta"
+	// CodecBucket ("bucket:B", 2 <= B <= 256) sends only the bucket of each
+	// edge's position, of B equal buckets per layer, coded in the context
+	// of its bucket in the global model: lossy, about a bit per edge at
+	// B = 16. The aggregator orders each bucket's edges at random.
+	CodecBucket = "bucket"
+	// CodecBucketMask ("bucket-mask:B", B a multiple of 4 up to 256) is
+	// CodecBucket with buckets fine near the mask's two boundaries and
+	// coarse away from them (rankvote.MaskBounds, widths doubling): the
+	// mask only asks on which side of a boundary an edge is.
+	CodecBucketMask = "bucket-mask"
 )
+
+// ParseRankingCodec checks a ranking codec name and returns its kind
+// (CodecPacked for "", CodecDelta, CodecBucket) and, for CodecBucket, its
+// number of buckets.
+func ParseRankingCodec(s string) (kind string, buckets int, err error) {
+	switch s {
+	case "", CodecPacked:
+		return CodecPacked, 0, nil
+	case CodecDelta:
+		return CodecDelta, 0, nil
+	}
+	if rest, ok := strings.CutPrefix(s, CodecBucket+":"); ok {
+		b, err := strconv.Atoi(rest)
+		if err == nil && b >= 2 && b <= rankvote.MaxBuckets {
+			return CodecBucket, b, nil
+		}
+	}
+	if rest, ok := strings.CutPrefix(s, CodecBucketMask+":"); ok {
+		b, err := strconv.Atoi(rest)
+		if err == nil && b >= 4 && b <= rankvote.MaxBuckets && b%4 == 0 {
+			return CodecBucketMask, b, nil
+		}
+	}
+	return "", 0, fmt.Errorf("ranking codec %q: want %s, %s, %s:B with B in 2..%d or %s:B with B a multiple of 4 up to %d",
+		s, CodecPacked, CodecDelta, CodecBucket, rankvote.MaxBuckets, CodecBucketMask, rankvote.MaxBuckets)
+}
 
 // DefaultFRL is the FRL reference's MNIST setting.
 func DefaultFRL(seed uint64) FRLConfig {
@@ -135,14 +174,17 @@ type FRL struct {
 	workers sync.Pool // *frlWorker
 	evals   sync.Pool // *model.Evaluator
 	flipped func() *model.Inputs
+	codec   string     // the kind of cfg.Codec
+	bounds  [][]uint32 // per layer, the bucket layout of CodecBucket
 }
 
 type frlWorker struct {
-	tr    *model.SupermaskTrainer
-	sort  rankvote.Sorter
-	order [][]uint32
-	ref   [][]uint32 // the global rankings, for CodecDelta
-	delta rankvote.DeltaCoder
+	tr     *model.SupermaskTrainer
+	sort   rankvote.Sorter
+	order  [][]uint32
+	ref    [][]uint32 // the global rankings, for CodecDelta and CodecBucket
+	delta  rankvote.DeltaCoder
+	bucket rankvote.BucketCoder
 }
 
 // NewFRL builds the task.
@@ -150,10 +192,9 @@ func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
 	if err := cfg.Hyper.Validate(); err != nil {
 		return nil, err
 	}
-	switch cfg.Codec {
-	case "", CodecPacked, CodecDelta:
-	default:
-		return nil, fmt.Errorf("task %s: ranking codec %q, want %s or %s", cfg.Name, cfg.Codec, CodecPacked, CodecDelta)
+	codec, buckets, err := ParseRankingCodec(cfg.Codec)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", cfg.Name, err)
 	}
 	net, err := model.NewSupermask(cfg.Sizes, cfg.Seed)
 	if err != nil {
@@ -166,7 +207,20 @@ func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	t := &FRL{cfg: cfg, spec: spec, net: net, data: d}
+	t := &FRL{cfg: cfg, spec: spec, net: net, data: d, codec: codec}
+	switch codec {
+	case CodecBucket:
+		t.bounds = make([][]uint32, len(net.Layers))
+		for l, ly := range net.Layers {
+			t.bounds[l] = rankvote.UniformBounds(ly.N(), min(buckets, max(ly.N(), 1)))
+		}
+	case CodecBucketMask:
+		t.bounds = make([][]uint32, len(net.Layers))
+		for l, ly := range net.Layers {
+			lo, hi := maskBoundaries(ly.On)
+			t.bounds[l] = rankvote.MaskBounds(ly.N(), lo, hi, buckets/4, 2)
+		}
+	}
 	t.flipped = sync.OnceValue(func() *model.Inputs { return flipLabels(d.Train) })
 	t.workers.New = func() any {
 		return &frlWorker{tr: net.NewTrainer(cfg.Hyper.Batch), order: make([][]uint32, len(net.Layers))}
@@ -248,7 +302,7 @@ func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
 	if _, err := w.tr.Train(train, t.data.samples(job.Client), h, rng); err != nil {
 		return nil, err
 	}
-	if t.cfg.Codec == CodecDelta {
+	if t.codec != CodecPacked {
 		if len(w.ref) != len(order) {
 			w.ref = make([][]uint32, len(order))
 		}
@@ -259,8 +313,11 @@ func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
 	for l, s := range w.tr.Scores() {
 		w.order[l] = w.sort.Argsort(s, w.order[l])
 	}
-	if t.cfg.Codec == CodecDelta {
+	switch t.codec {
+	case CodecDelta:
 		return t.spec.EncodeFRLDeltaUpdate(nil, w.order, w.ref, &w.delta), nil
+	case CodecBucket, CodecBucketMask:
+		return t.spec.EncodeFRLBucketUpdate(nil, w.order, w.ref, t.bounds, &w.bucket), nil
 	}
 	return t.spec.EncodeFRLUpdate(make([]byte, 0, t.spec.FRLUpdateSize()), w.order), nil
 }
@@ -279,4 +336,18 @@ func (t *FRL) Evaluate(m []byte) (Eval, error) {
 		return Eval{}, err
 	}
 	return evaluate(&t.evals, eff, colsum, t.data.Test), nil
+}
+
+// maskBoundaries returns where a layer's mask changes: it keeps positions
+// [0, lo) and [hi, n).
+func maskBoundaries(on []bool) (lo, hi int) {
+	n := len(on)
+	for lo < n && on[lo] {
+		lo++
+	}
+	hi = n
+	for hi > lo && on[hi-1] {
+		hi--
+	}
+	return lo, hi
 }

@@ -110,7 +110,7 @@ func parseGenesis(c cmdSpec, args []string, stderr io.Writer) (o genesisOptions,
 	fl.IntVar(&p.Epochs, "epochs", 0, "local epochs per round (default: the scenario's)")
 	fl.IntVar(&p.Batch, "batch", 0, "local mini-batch `size` (default: the scenario's)")
 	fl.IntVar(&p.Rank, "rank", 0, "adapter `rank`, lora-mnist only (default 4)")
-	fl.StringVar(&p.RankingCodec, "ranking-codec", "", "how trainers send rankings, frl-mnist only: packed (the default) or delta (lossless, coded against the global model)")
+	fl.StringVar(&p.RankingCodec, "ranking-codec", "", "how trainers send rankings, frl-mnist only: packed (the default), delta (lossless, coded against the global model) or bucket:B (lossy)")
 	fl.StringVar(&p.Compression, "compression", "", "upload codec of adapter factors, lora-mnist only: fp32, fp16 or int8 (default int8)")
 	fl.StringVar(&o.dataDir, "data", "", "`dir`ectory of the MNIST IDX files to pre-train lora-mnist's base model on (default: the copy shipped with the Go module)")
 	fl.BoolVar(&o.force, "force", false, "overwrite FILE (and the base model) if they exist")
