@@ -120,3 +120,30 @@ func FuzzBucketDecode(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkBucket(b *testing.B) {
+	rng := newRand(5)
+	const n = 235_200
+	ref := randPerm(rng, n)
+	r := nearby(rng, ref, 0.01*n)
+	bounds := MaskBounds(n, n/4, 3*n/4, 4, 2)
+	var c BucketCoder
+	buf := c.Encode(nil, r, ref, bounds)
+	b.Run("encode", func(b *testing.B) {
+		for b.Loop() {
+			buf = c.Encode(buf[:0], r, ref, bounds)
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e6, "Medges/s")
+		b.ReportMetric(float64(8*len(buf))/n, "bits/edge")
+	})
+	b.Run("decode", func(b *testing.B) {
+		var out []uint32
+		for b.Loop() {
+			var err error
+			if out, _, _, err = c.Decode(out, buf, ref, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e6, "Medges/s")
+	})
+}
