@@ -24,8 +24,9 @@ type FRLConfig struct {
 	// LRDecay multiplies the learning rate once per round: lr·LRDecay^(round-1).
 	LRDecay float64
 	// Codec is how a peer's rankings go on the wire: CodecPacked ("" too),
-	// CodecDelta or "bucket:B" (CodecBucket with B buckets, lossy). Every
-	// ranking aggregator decodes them all (ParseRankingCodec).
+	// CodecDelta, "bucket:B" or "bucket-mask:B" (lossy; CodecBucket and
+	// CodecBucketMask with B buckets). Every ranking aggregator decodes them
+	// all. ParseRankingCodec checks a name.
 	Codec string
 }
 
@@ -50,8 +51,8 @@ const (
 )
 
 // ParseRankingCodec checks a ranking codec name and returns its kind
-// (CodecPacked for "", CodecDelta, CodecBucket) and, for CodecBucket, its
-// number of buckets.
+// (CodecPacked for "", CodecDelta, CodecBucket, CodecBucketMask) and, for
+// the bucket codecs, their number of buckets.
 func ParseRankingCodec(s string) (kind string, buckets int, err error) {
 	switch s {
 	case "", CodecPacked:
@@ -175,14 +176,14 @@ type FRL struct {
 	evals   sync.Pool // *model.Evaluator
 	flipped func() *model.Inputs
 	codec   string     // the kind of cfg.Codec
-	bounds  [][]uint32 // per layer, the bucket layout of CodecBucket
+	bounds  [][]uint32 // per layer, the bucket layout of the bucket codecs
 }
 
 type frlWorker struct {
 	tr     *model.SupermaskTrainer
 	sort   rankvote.Sorter
 	order  [][]uint32
-	ref    [][]uint32 // the global rankings, for CodecDelta and CodecBucket
+	ref    [][]uint32 // the global rankings, for the codecs that code against them
 	delta  rankvote.DeltaCoder
 	bucket rankvote.BucketCoder
 }
