@@ -3,8 +3,6 @@ package node
 import (
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -13,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fedrank/fedrank/aggregate"
+	"github.com/fedrank/fedrank/internal/tracetest"
 	"github.com/fedrank/fedrank/storage"
 	"github.com/fedrank/fedrank/wire"
 )
@@ -49,81 +48,14 @@ import (
 var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of the trace tests")
 
 func TestTraces(t *testing.T) {
-	files, err := filepath.Glob("testdata/*.txt")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no trace files: %v", err)
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) { runTrace(t, f) })
-	}
-}
-
-type traceCase struct {
-	comments []string
-	cmd      string
-	want     string
-}
-
-func parseTrace(t *testing.T, path string) []traceCase {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	var out []traceCase
-	var cur traceCase
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
-		switch {
-		case l == "":
-		case strings.HasPrefix(l, "#"):
-			cur.comments = append(cur.comments, l)
-		default:
-			cur.cmd = l
-			if i+1 >= len(lines) || lines[i+1] != "----" {
-				t.Fatalf("%s:%d: command without ---- line", path, i+1)
-			}
-			i += 2
-			var want []string
-			for ; i < len(lines) && lines[i] != ""; i++ {
-				want = append(want, lines[i])
-			}
-			cur.want = strings.Join(want, "\n")
-			out = append(out, cur)
-			cur = traceCase{}
+	tracetest.RunDir(t, *rewrite, func(t *testing.T) func(string) string {
+		env := &traceEnv{t: t}
+		return func(cmd string) string {
+			env.out.Reset()
+			env.run(cmd)
+			return env.out.String()
 		}
-	}
-	return out
-}
-
-func runTrace(t *testing.T, path string) {
-	cases := parseTrace(t, path)
-	env := &traceEnv{t: t}
-	var rewritten strings.Builder
-	for _, c := range cases {
-		env.out.Reset()
-		env.run(c.cmd)
-		got := strings.TrimRight(env.out.String(), "\n")
-		if *rewrite {
-			for _, l := range c.comments {
-				rewritten.WriteString(l + "\n")
-			}
-			rewritten.WriteString(c.cmd + "\n----\n")
-			if got != "" {
-				rewritten.WriteString(got + "\n")
-			}
-			rewritten.WriteString("\n")
-			continue
-		}
-		if got != c.want {
-			t.Errorf("%s: %s\ngot:\n%s\nwant:\n%s", path, c.cmd, got, c.want)
-		}
-	}
-	if *rewrite {
-		if err := os.WriteFile(path, []byte(rewritten.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 }
 
 type traceEnv struct {
