@@ -208,7 +208,7 @@ func (s Spec) EncodeFRLDeltaUpdate(dst []byte, order, ref [][]uint32, c *rankvot
 // delta-coded against ref (the round's global rankings), into dst. c may
 // be nil.
 func (s Spec) DecodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder) ([][]uint32, error) {
-	return s.decodeFRLUpdateAgainst(src, dst, ref, c, true)
+	return s.decodeFRLUpdateAgainst(src, dst, ref, c, nil, true)
 }
 
 // IsFRLDeltaUpdate tells whether src claims to be a delta-coded FRL update.
@@ -259,7 +259,15 @@ func (s Spec) decodeCodedLayers(src []byte, magic [4]byte, what string, dst, ref
 	return dst, nil
 }
 
-func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder, permCheck bool) ([][]uint32, error) {
+// isCodedFRLUpdate tells whether src claims to be an FRL update coded
+// against the global model (delta- or bucket-coded).
+func isCodedFRLUpdate(src []byte) bool {
+	return len(src) >= 4 && ([4]byte(src[:4]) == magicFRLDelta || [4]byte(src[:4]) == magicFRLBucket)
+}
+
+// decodeFRLUpdateAgainst decodes a packed, delta- or bucket-coded update;
+// c and bc (either may be nil) are reused for the coded ones.
+func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder, bc *rankvote.BucketCoder, permCheck bool) ([][]uint32, error) {
 	switch {
 	case len(src) >= 4 && [4]byte(src[:4]) == magicFRLBucket:
 		// Each bucket's edges are ordered by a pseudo-random draw seeded
@@ -268,7 +276,9 @@ func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvot
 		h := fnv.New64a()
 		h.Write(src)
 		seed := h.Sum64()
-		var bc rankvote.BucketCoder
+		if bc == nil {
+			bc = new(rankvote.BucketCoder)
+		}
 		return s.decodeCodedLayers(src, magicFRLBucket, "bucket-coded", dst, ref, func(l int, dst []uint32, p []byte) ([]uint32, []byte, error) {
 			r, _, rest, err := bc.Decode(dst, p, ref[l], seed+uint64(l))
 			return r, rest, err
@@ -409,3 +419,48 @@ func decodeFloats(p []byte, layers []int, dst [][]float32, what string) ([][]flo
 
 // cloneSizes guards a spec against later changes by the caller.
 func (s Spec) clone() Spec { return Spec{Seed: s.Seed, Sizes: slices.Clone(s.Sizes)} }
+
+// updateDecoder decodes a ranking aggregator's updates: packed ones as they
+// are, coded ones against the round's global model, whose rankings it
+// decodes once per round and only when a coded update arrives.
+type updateDecoder struct {
+	spec   Spec
+	global []byte     // the round's global model
+	ref    [][]uint32 // its rankings, when refOK
+	refOK  bool
+	ranks  [][]uint32 // decode buffer
+	delta  rankvote.DeltaCoder
+	bucket rankvote.BucketCoder
+}
+
+// begin starts a round on the global model, which must be an FRL model of
+// the spec.
+func (d *updateDecoder) begin(global []byte) error {
+	if _, err := d.spec.checkHeader(global, magicFRLModel, "FRL model"); err != nil {
+		return err
+	}
+	d.global, d.refOK = append(d.global[:0], global...), false
+	return nil
+}
+
+// decode decodes an update's rankings into the decode buffer, without the
+// permutation check of packed rankings (the votes check while they count).
+func (d *updateDecoder) decode(payload []byte) ([][]uint32, error) {
+	var ref [][]uint32
+	if isCodedFRLUpdate(payload) {
+		if !d.refOK {
+			r, err := d.spec.DecodeFRLModel(d.global, d.ref)
+			if err != nil {
+				return nil, fmt.Errorf("the round's global model: %w", err)
+			}
+			d.ref, d.refOK = r, true
+		}
+		ref = d.ref
+	}
+	ranks, err := d.spec.decodeFRLUpdateAgainst(payload, d.ranks, ref, &d.delta, &d.bucket, false)
+	if err != nil {
+		return nil, err
+	}
+	d.ranks = ranks
+	return ranks, nil
+}

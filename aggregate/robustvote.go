@@ -20,20 +20,16 @@ type rankingInput struct {
 		Voters() int
 		Add(layers [][]uint32) error
 	}
-	ranks [][]uint32 // decode buffer
-	ref   [][]uint32 // the round's global rankings, which delta-coded updates are coded against
-	delta rankvote.DeltaCoder
+	dec   updateDecoder
 	drops roundPeers
 }
 
 // Begin implements Aggregator: the global model must be an FRL model of this
-// network; delta-coded updates are decoded against it.
+// network; coded updates (delta, bucket) are decoded against it.
 func (r *rankingInput) Begin(round uint64, global []byte) error {
-	ref, err := r.spec.DecodeFRLModel(global, r.ref)
-	if err != nil {
+	if err := r.dec.begin(global); err != nil {
 		return err
 	}
-	r.ref = ref
 	r.count.Reset()
 	r.drops.begin()
 	return nil
@@ -43,11 +39,10 @@ func (r *rankingInput) Begin(round uint64, global []byte) error {
 func (r *rankingInput) Add(u Update) error {
 	// The counter checks the permutations as it stores the positions, and
 	// is unchanged when one is bad.
-	ranks, err := r.spec.decodeFRLUpdateAgainst(u.Payload, r.ranks, r.ref, &r.delta, false)
+	ranks, err := r.dec.decode(u.Payload)
 	if err != nil {
 		return fmt.Errorf("update from %s: %w", u.Peer, err)
 	}
-	r.ranks = ranks
 	if err := r.count.Add(ranks); err != nil {
 		return fmt.Errorf("update from %s: %w: %w", u.Peer, ErrMalformed, err)
 	}
@@ -109,7 +104,7 @@ func newTrimmedVote(spec Spec, name string, frac float64) (*TrimmedVote, error) 
 	}
 	spec = spec.clone()
 	v := &TrimmedVote{name: name, vote: rankvote.NewTrimmedVote(spec.Layers(), frac)}
-	v.rankingInput = rankingInput{spec: spec, count: v.vote}
+	v.rankingInput = rankingInput{spec: spec, count: v.vote, dec: updateDecoder{spec: spec}}
 	return v, nil
 }
 
@@ -145,7 +140,7 @@ func NewFilteredVote(spec Spec) (*FilteredVote, error) {
 	}
 	spec = spec.clone()
 	v := &FilteredVote{vote: rankvote.NewFilteredVote(spec.Layers())}
-	v.rankingInput = rankingInput{spec: spec, count: v.vote}
+	v.rankingInput = rankingInput{spec: spec, count: v.vote, dec: updateDecoder{spec: spec}}
 	return v, nil
 }
 
@@ -196,7 +191,7 @@ func NewClampedVote(spec Spec, alpha float64) (*ClampedVote, error) {
 	}
 	spec = spec.clone()
 	v := &ClampedVote{vote: rankvote.NewClampedVote(spec.Layers(), alpha)}
-	v.rankingInput = rankingInput{spec: spec, count: v.vote}
+	v.rankingInput = rankingInput{spec: spec, count: v.vote, dec: updateDecoder{spec: spec}}
 	return v, nil
 }
 

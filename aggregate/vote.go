@@ -16,9 +16,7 @@ type Vote struct {
 	spec  Spec
 	vote  *rankvote.Vote
 	sort  rankvote.Sorter
-	ranks [][]uint32 // decode buffer
-	ref   [][]uint32 // the round's global rankings
-	delta rankvote.DeltaCoder
+	dec   updateDecoder
 	round uint64
 }
 
@@ -28,21 +26,19 @@ func NewVote(spec Spec) (*Vote, error) {
 		return nil, err
 	}
 	spec = spec.clone()
-	return &Vote{spec: spec, vote: rankvote.NewVote(spec.Layers())}, nil
+	return &Vote{spec: spec, vote: rankvote.NewVote(spec.Layers()), dec: updateDecoder{spec: spec}}, nil
 }
 
 // Name implements Aggregator.
 func (v *Vote) Name() string { return "vote" }
 
 // Begin implements Aggregator. The previous global model plays no part in a
-// Borda vote, but it must be an FRL model of this network; delta-coded
-// updates are decoded against it.
+// Borda vote, but it must be an FRL model of this network; coded
+// updates (delta, bucket) are decoded against it.
 func (v *Vote) Begin(round uint64, global []byte) error {
-	ref, err := v.spec.DecodeFRLModel(global, v.ref)
-	if err != nil {
+	if err := v.dec.begin(global); err != nil {
 		return err
 	}
-	v.ref = ref
 	v.round = round
 	v.vote.Reset()
 	return nil
@@ -52,11 +48,10 @@ func (v *Vote) Begin(round uint64, global []byte) error {
 func (v *Vote) Add(u Update) error {
 	// Vote.Add checks that every layer is a permutation while it sums, and
 	// rolls back on the first bad one.
-	ranks, err := v.spec.decodeFRLUpdateAgainst(u.Payload, v.ranks, v.ref, &v.delta, false)
+	ranks, err := v.dec.decode(u.Payload)
 	if err != nil {
 		return fmt.Errorf("update from %s: %w", u.Peer, err)
 	}
-	v.ranks = ranks
 	if err := v.vote.Add(ranks); err != nil {
 		return fmt.Errorf("update from %s: %w: %w", u.Peer, ErrMalformed, err)
 	}

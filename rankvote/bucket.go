@@ -86,7 +86,7 @@ func last(s []uint32) any {
 
 // bucketsOf writes into dst the bucket of every edge of ranking r.
 func bucketsOf(dst []uint8, r []uint32, bounds []uint32) []uint8 {
-	dst = growUint8(dst, len(r))
+	dst = grow(dst, len(r))
 	b := 0
 	for i, e := range r {
 		for uint32(i) >= bounds[b+1] {
@@ -95,13 +95,6 @@ func bucketsOf(dst []uint8, r []uint32, bounds []uint32) []uint8 {
 		dst[e] = uint8(b)
 	}
 	return dst
-}
-
-func growUint8(s []uint8, n int) []uint8 {
-	if cap(s) < n {
-		return make([]uint8, n)
-	}
-	return s[:n]
 }
 
 // Encode appends to dst the bucket encoding of ranking r under the layout
@@ -176,7 +169,7 @@ func (c *BucketCoder) Decode(dst []uint32, src []byte, ref []uint32, seed uint64
 	for _, b := range c.bucketR[:n] {
 		want[b]++
 	}
-	c.sym = growUint8(c.sym, n)
+	c.sym = grow(c.sym, n)
 	next := make([]int, nb) // read position in each context's stream
 	c.streams = slices.Grow(c.streams[:0], nb)[:nb]
 	for b := range nb {

@@ -142,7 +142,6 @@ func (c *DeltaCoder) Decode(dst []uint32, src []byte, ref []uint32) ([]uint32, [
 	}
 	r := bitReader{buf: src[k : k+int(size)]}
 	rest := src[k+int(size):]
-	c.setReference(ref)
 	c.resetTaken(n)
 	dst = growUint32(dst, n)
 	for i, t := range c.tokens {

@@ -295,18 +295,15 @@ func identity(order []uint32) []uint32 {
 	return order
 }
 
-// growUint32 returns s resliced to n, reallocated when its capacity is short.
+// grow returns s resliced to n, reallocated when its capacity is short.
 // The contents are not preserved.
-func growUint32(s []uint32, n int) []uint32 {
+func grow[T any](s []T, n int) []T {
 	if cap(s) < n {
-		return make([]uint32, n)
+		return make([]T, n)
 	}
 	return s[:n]
 }
 
-func growUint64(s []uint64, n int) []uint64 {
-	if cap(s) < n {
-		return make([]uint64, n)
-	}
-	return s[:n]
-}
+func growUint32(s []uint32, n int) []uint32 { return grow(s, n) }
+
+func growUint64(s []uint64, n int) []uint64 { return grow(s, n) }
