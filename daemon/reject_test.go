@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -516,7 +517,7 @@ func TestDaemonRejects(t *testing.T) {
 	if r.Round != 1 || r.Accepted != 3 || r.Selected != 3 {
 		t.Errorf("round 1: round %d, selected %d, accepted %d; want 1, 3, 3", r.Round, r.Selected, r.Accepted)
 	}
-	if !mapsEqual(r.RejectedByReason, e.expect) {
+	if !maps.Equal(r.RejectedByReason, e.expect) {
 		t.Errorf("round 1 rejected by reason %v, want %v", r.RejectedByReason, e.expect)
 	}
 	total := 0
@@ -530,7 +531,7 @@ func TestDaemonRejects(t *testing.T) {
 		!slices.Equal(lr.AcceptedPeers, []string{a.id, b.id, c.id}) {
 		t.Errorf("last result %+v: want advanced by quorum with a, b, c", lr)
 	}
-	if !mapsEqual(s.Daemon.Runtime.RejectedByReason, e.expect) {
+	if !maps.Equal(s.Daemon.Runtime.RejectedByReason, e.expect) {
 		t.Errorf("runtime rejected by reason %v, want %v", s.Daemon.Runtime.RejectedByReason, e.expect)
 	}
 	m := e.scrape(t)
@@ -766,18 +767,6 @@ func seq(n int) []int {
 		out[i] = i
 	}
 	return out
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // syntheticInputs is n random 28x28 images of random labels: enough for a

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -155,7 +156,7 @@ func CachedPretrain(dir string, cfg PretrainConfig, train *model.Inputs) (*Base,
 	}
 	path := filepath.Join(dir, "base-"+hex.EncodeToString(key.Sum(nil))[:16]+".safetensors")
 	if b, err := os.ReadFile(path); err == nil {
-		if base, err := DecodeBase(b); err == nil && equalMeta(base.Meta, meta) && slices.Equal(base.Sizes, cfg.Sizes) {
+		if base, err := DecodeBase(b); err == nil && maps.Equal(base.Meta, meta) && slices.Equal(base.Sizes, cfg.Sizes) {
 			return base, nil
 		}
 	}
@@ -181,18 +182,6 @@ func mapKeys(m map[string]string) func(func(string) bool) {
 			}
 		}
 	}
-}
-
-func equalMeta(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 func writeAtomic(path string, b []byte) error {
