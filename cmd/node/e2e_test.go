@@ -265,6 +265,26 @@ func (c *e2eCluster) roundHashes(i int) []string {
 	return out
 }
 
+// runAll starts every peer, waits until all have finished round r and the
+// aggregator has evaluated it, checks that every peer holds the
+// aggregator's model hash for rounds 1..r (errors start with what), and
+// returns the aggregator's hashes.
+func (c *e2eCluster) runAll(r int, what string) []string {
+	c.t.Helper()
+	for i := range c.homes {
+		c.start(i)
+	}
+	c.waitRound(r, 120*time.Second, c.all()...)
+	c.waitEval(r, 60*time.Second)
+	want := c.roundHashes(0)
+	for i := range c.homes {
+		if got := c.roundHashes(i); !slices.Equal(got[:r], want[:r]) {
+			c.t.Errorf("%speer %d's round hashes %v, aggregator's %v", what, i, got, want)
+		}
+	}
+	return want
+}
+
 // waitEval waits until the aggregator (peer 0, which holds the test set)
 // has evaluated round r's model: evaluation runs after the commit, off the
 // event loop, so a result can be visible before its accuracy.
@@ -408,17 +428,7 @@ func TestE2EFederation(t *testing.T) {
 	twin := copyHomes(t, c)
 
 	// The undisturbed run.
-	for i := range twin.homes {
-		twin.start(i)
-	}
-	twin.waitRound(5, 120*time.Second, twin.all()...)
-	twin.waitEval(5, 60*time.Second)
-	want := twin.roundHashes(0)
-	for i := range twin.homes {
-		if got := twin.roundHashes(i); !slices.Equal(got[:5], want[:5]) {
-			t.Errorf("undisturbed run: peer %d's round hashes %v, aggregator's %v", i, got, want)
-		}
-	}
+	want := twin.runAll(5, "undisturbed run: ")
 	s, _ := twin.status(0)
 	if last := s.Rounds[len(s.Rounds)-1]; last.Accuracy < 0.5 {
 		t.Errorf("round 5 accuracy %.4f on the aggregator's test set, want > 0.5 (FRL learns)", last.Accuracy)
@@ -520,17 +530,7 @@ func TestE2ELoRA(t *testing.T) {
 	c := newE2ECluster(t, 5, 100)
 	c.genesis("--scenario", "lora-mnist", "--rounds", "3", "--per-round", "4", "--quorum", "4",
 		"--round-timeout", "60s", "--retry", "300ms")
-	for i := range c.homes {
-		c.start(i)
-	}
-	c.waitRound(3, 120*time.Second, c.all()...)
-	c.waitEval(3, 60*time.Second)
-	want := c.roundHashes(0)
-	for i := range c.homes {
-		if got := c.roundHashes(i); !slices.Equal(got[:3], want[:3]) {
-			t.Errorf("peer %d's round hashes %v, aggregator's %v", i, got, want)
-		}
-	}
+	c.runAll(3, "")
 	out := filepath.Join(c.dir, "lora-round3.safetensors")
 	c.cli("export", "--home", c.homes[0], "--round", "3", "--out", out)
 	for i := range c.homes {
