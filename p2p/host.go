@@ -11,20 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
-	yamux "github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	noise "github.com/libp2p/go-libp2p/p2p/security/noise"
-	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
-	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 )
@@ -167,33 +160,10 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		rm.Close()
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
-	opts := []libp2p.Option{
-		libp2p.Identity(cfg.Key),
-		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Security(libp2ptls.ID, libp2ptls.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.ResourceManager(rm),
-		libp2p.ConnectionManager(cm),
-		libp2p.ConnectionGater(g),
-		libp2p.UserAgent(cfg.UserAgent),
-		libp2p.DisableRelay(),
-	}
-	if len(cfg.PSK) > 0 {
-		opts = append(opts, libp2p.PrivateNetwork(pnet.PSK(cfg.PSK)))
-	} else {
-		opts = append(opts, libp2p.Transport(quic.NewTransport))
-	}
-	if cfg.Registerer != nil {
-		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
-	} else {
-		opts = append(opts, libp2p.DisableMetrics())
-	}
-	h, err := libp2p.New(opts...)
+	h, err := newLibp2pHost(cfg, rm, cm, g)
 	if err != nil {
-		// libp2p closes rm and cm on some failure paths only; both Close
-		// methods are idempotent.
+		// config.NewNode closes rm and cm on some failure paths only; both
+		// Close methods are idempotent.
 		_ = cm.Close()
 		_ = rm.Close()
 		return nil, fmt.Errorf("p2p: new libp2p host: %w", err)
@@ -242,7 +212,7 @@ func newHost(cfg Config, self peer.ID) *Host {
 // messages per peer and memory for 2 messages per peer, 8 in all.
 func newResourceManager(cfg Config) (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
+	defaultServiceLimits(&limits) // libp2p.SetDefaultServiceLimits
 	maxMsg := int64(cfg.MaxMessageBytes)
 	total := rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: max(64<<20, 8*maxMsg)}
 	perPeer := rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: max(16<<20, 2*maxMsg)}
