@@ -51,11 +51,17 @@ type Config struct {
 	Bootstrap []string  `toml:"bootstrap"`
 	P2P       P2PConfig `toml:"p2p"`
 	Data      Data      `toml:"data"`
+	Train     Train     `toml:"train"`
 	Store     Store     `toml:"store"`
 	API       API       `toml:"api"`
 	Log       Log       `toml:"log"`
 	// Profile "edge" selects the small-device settings (see EdgeProfile).
 	Profile string `toml:"profile"`
+	// GoMemoryLimit is the Go runtime's soft memory limit in bytes
+	// (runtime/debug.SetMemoryLimit): 0 means the profile's (96 MiB for
+	// "edge", none otherwise). The GOMEMLIMIT environment variable, when
+	// set, wins over both.
+	GoMemoryLimit int64 `toml:"go_memory_limit"`
 }
 
 // P2PConfig are the libp2p host's settings.
@@ -86,6 +92,14 @@ type Data struct {
 	// t10k-labels-idx1-ubyte), optional: a peer with one evaluates every
 	// round's global model.
 	Test string `toml:"test"`
+}
+
+// Train are this member's own training settings (genesis.Local).
+type Train struct {
+	// Rank, for lora-mnist members: the adapter rank this peer trains and
+	// uploads, 1 up to the federation's (0 = the federation's). A small
+	// board on a slow uplink trains and sends fewer components.
+	Rank int `toml:"rank"`
 }
 
 // Store configures the Badger store.
@@ -141,6 +155,12 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("config: profile %q: want \"\" or \"edge\"", c.Profile)
 	}
+	if c.Train.Rank < 0 {
+		return fmt.Errorf("config: train.rank %d: want >= 0 (0: the federation's)", c.Train.Rank)
+	}
+	if c.GoMemoryLimit < 0 {
+		return fmt.Errorf("config: go_memory_limit %d: want bytes >= 0 (0: the profile's)", c.GoMemoryLimit)
+	}
 	if len(c.P2P.Listen) == 0 {
 		return errors.New("config: p2p.listen: no listen address")
 	}
@@ -188,6 +208,8 @@ func (c Config) Encode() ([]byte, error) {
 # bootstrap: extra multiaddrs (ending in /p2p/<peer ID>) to dial at start.
 # profile: "edge" for small devices (Badger's low-memory options, smaller
 #   libp2p memory limit, a GOMEMLIMIT).
+# go_memory_limit: Go's soft memory limit in bytes (0: the profile's, 96 MiB
+#   for edge, none otherwise); a GOMEMLIMIT environment variable wins.
 #
 # [p2p] listen: multiaddrs (TCP and QUIC); init picked free ports once.
 #   psk_file: a file with a 64-hex-digit private-network key (TCP only).
@@ -195,6 +217,8 @@ func (c Config) Encode() ([]byte, error) {
 #   watermarks. memory_limit: libp2p resource manager limit in bytes (0: auto).
 # [data] train: this peer's training shard (MNIST IDX files, see node shard).
 #   test: a test set (t10k IDX files); with one, the peer evaluates each round.
+# [train] rank: lora-mnist only: train and send adapters of this rank, at
+#   most the federation's (0: the federation's).
 # [store] low_memory: Badger's small-memory options.
 # [api] address: local HTTP endpoint for /metrics, /status, /id and /model
 #   (port 0: a free port, written to the file "api" while the daemon runs).

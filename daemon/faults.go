@@ -20,11 +20,15 @@ import (
 //	accepted:R:N   after the N-th accepted update of round R is persisted
 //	commit:R       just before the commit of round R is written
 //	train:R        when local training for round R starts
+//	pending:R      in the middle of the trainer's write of round R's
+//	               update: its payload is on disk, the record pointing
+//	               at it is not
 type faults struct {
 	kind     string
 	round    uint64
 	n        int
 	accepted int
+	armed    bool // pending: the trainer is writing round R's update
 }
 
 // FaultEnv is the variable's name.
@@ -36,7 +40,7 @@ func parseFaults(s string) (*faults, error) {
 	}
 	parts := strings.Split(s, ":")
 	f := &faults{kind: parts[0]}
-	bad := fmt.Errorf("%s=%q: want accepted:R:N, commit:R or train:R", FaultEnv, s)
+	bad := fmt.Errorf("%s=%q: want accepted:R:N, commit:R, train:R or pending:R", FaultEnv, s)
 	if len(parts) < 2 {
 		return nil, bad
 	}
@@ -50,7 +54,7 @@ func parseFaults(s string) (*faults, error) {
 		if f.n, err = strconv.Atoi(parts[2]); err != nil || f.n < 1 {
 			return nil, bad
 		}
-	case (f.kind == "commit" || f.kind == "train") && len(parts) == 2:
+	case (f.kind == "commit" || f.kind == "train" || f.kind == "pending") && len(parts) == 2:
 	default:
 		return nil, bad
 	}
@@ -78,6 +82,24 @@ func (s faultyStore) AddUpdate(u storage.Update) error {
 		}
 	}
 	return nil
+}
+
+// PutTrainerRound arms the store's mid-write hook (see install) for the
+// write of round R's pending update.
+func (s faultyStore) PutTrainerRound(t storage.TrainerRound) error {
+	s.f.armed = s.f.kind == "pending" && t.Round == s.f.round && t.Pending != nil
+	defer func() { s.f.armed = false }()
+	return s.Badger.PutTrainerRound(t)
+}
+
+// install sets st's mid-write hook, which kills the process in the middle
+// of an armed write.
+func (f *faults) install(st *storage.Badger) {
+	st.SetMidWriteHook(func(string) {
+		if f.armed {
+			f.kill()
+		}
+	})
 }
 
 func (s faultyStore) Commit(c storage.Commit) error {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -56,8 +57,23 @@ type RunOptions struct {
 // options, a small libp2p memory budget and a soft Go memory limit.
 const (
 	edgeLibp2pMemory = 64 << 20
-	edgeGoMemLimit   = 96 << 20
+	edgeGoMemLimit   = 32 << 20
 )
+
+// goMemoryLimit is the soft memory limit Run sets (0: leave the runtime's):
+// none when the environment sets GOMEMLIMIT (the runtime applied it), else
+// the config's, else the edge profile's.
+func goMemoryLimit(cfg Config, env string) int64 {
+	switch {
+	case env != "":
+		return 0
+	case cfg.GoMemoryLimit > 0:
+		return cfg.GoMemoryLimit
+	case cfg.Profile == "edge":
+		return edgeGoMemLimit
+	}
+	return 0
+}
 
 // Run runs the peer of home until ctx is done. With no federation (none in
 // the options, the config or the store) it runs idle: it listens, refuses
@@ -82,8 +98,8 @@ func Run(ctx context.Context, home string, opt RunOptions) error {
 	}
 	log := newLogger(logs, cfg.Log)
 	edge := cfg.Profile == "edge"
-	if edge {
-		debug.SetMemoryLimit(edgeGoMemLimit)
+	if lim := goMemoryLimit(cfg, os.Getenv("GOMEMLIMIT")); lim > 0 {
+		debug.SetMemoryLimit(lim)
 	}
 
 	key, err := p2p.LoadKey(filepath.Join(home, KeyFile))
@@ -94,7 +110,7 @@ func Run(ctx context.Context, home string, opt RunOptions) error {
 	log = log.With("peer", shortID(self))
 
 	st, err := openStore(ctx, filepath.Join(home, StoreDir), storage.Options{
-		LowMemory: cfg.Store.LowMemory || edge, Logger: log.With("component", "store"),
+		LowMemory: cfg.Store.LowMemory || edge, Tiny: edge, Logger: log.With("component", "store"),
 	}, log)
 	if err != nil {
 		return fmt.Errorf("opening the store: %w", err)
@@ -302,7 +318,11 @@ func (d *daemon) prepare(ctx context.Context, key crypto.PrivKey, nc node.Config
 	if err != nil {
 		return err
 	}
-	tk, err := g.BuildTask(td)
+	local := genesis.Local{}
+	if nc.Role == node.RoleTrainer {
+		local.Rank = cfg.Train.Rank
+	}
+	tk, err := g.BuildLocalTask(td, local)
 	if err != nil {
 		return err
 	}
@@ -333,6 +353,7 @@ func (d *daemon) prepare(ctx context.Context, key crypto.PrivKey, nc node.Config
 	if flt != nil {
 		d.log.Warn("fault injection is on: this process will kill itself", "at", os.Getenv(FaultEnv))
 		store = faultyStore{d.st, flt}
+		flt.install(d.st)
 	}
 	rc := node.RuntimeConfig{
 		Machine:   nc,
@@ -463,6 +484,14 @@ func (d *daemon) serveAPI(ctx context.Context, addr string, reg *prometheus.Regi
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, d.liveStatus())
 	})
+	// Go's profiler, as Kubo and most Go daemons serve it (heap, CPU,
+	// goroutines: `go tool pprof URL/debug/pprof/heap`). The API listens on
+	// loopback unless the config says otherwise; keep it there.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /id", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, IDInfo{ID: d.self, Addrs: d.host.Addrs()})
 	})

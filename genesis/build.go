@@ -86,8 +86,30 @@ func (g *Genesis) NodeConfig(self string) (node.Config, error) {
 // (LoadBase). The task's InitialModel is the same bytes on every peer and
 // equals the simulator's for the same scenario and seed.
 func (g *Genesis) BuildTask(d task.Data) (task.Task, error) {
+	return g.BuildLocalTask(d, Local{})
+}
+
+// Local are a member's own training settings, from its node configuration
+// rather than the genesis: they change what it trains, never what the
+// federation's model is.
+type Local struct {
+	// Rank, for lora-mnist members: train adapters of this rank (1 up to the
+	// federation's task.rank; 0 = the federation's). A lower rank trains
+	// and uploads the leading components of the global adapters (nested
+	// ranks, as in DyLoRA and heterogeneous-rank FL); the merge takes mixed
+	// ranks (lora-svd, lora-avg and lora-ffa average each component over
+	// the updates that have it).
+	Rank int
+}
+
+// BuildLocalTask is BuildTask for a member with its own training settings.
+// The task's InitialModel and aggregator are those of BuildTask.
+func (g *Genesis) BuildLocalTask(d task.Data, l Local) (task.Task, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
+	}
+	if l.Rank != 0 && (g.Scenario != "lora-mnist" || g.AggregatorName == task.MergeFedAvg) {
+		return nil, fmt.Errorf("train.rank %d: a local adapter rank is for lora-mnist federations with adapters (this one runs %s with %s)", l.Rank, g.Scenario, g.AggregatorName)
 	}
 	f := g.filled()
 	p := &f.Task
@@ -108,6 +130,12 @@ func (g *Genesis) BuildTask(d task.Data) (task.Task, error) {
 		}
 		c := task.DefaultLoRA(seed)
 		c.Merge, c.Rank, c.Compression, c.LRDecay = f.AggregatorName, p.Rank, p.Compression, p.LRDecay
+		if l.Rank != 0 {
+			if l.Rank < 1 || l.Rank > p.Rank {
+				return nil, fmt.Errorf("train.rank %d: want 1..%d, the federation's task.rank", l.Rank, p.Rank)
+			}
+			c.Ranks = func(int) int { return l.Rank }
+		}
 		if f.AggregatorName == task.MergeFedAvg {
 			c.DenseHyper = p.hyper()
 		} else {

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -394,4 +395,38 @@ func TestMatchesSimulator(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestInitialModelPortable: the initial models of a seed are the same bytes
+// on every architecture. CI runs this package's tests under qemu on arm64
+// and armv7 as well, against these SHA-256 hashes computed on amd64: a
+// mixed-architecture federation needs its members to agree on round 0.
+// (Local training is not bit-for-bit portable, see README, "Edge
+// devices"; the aggregator's result is the model, so federations agree on
+// every later round too.)
+func TestInitialModelPortable(t *testing.T) {
+	for _, tc := range []struct {
+		scenario string
+		seed     uint64
+		want     string
+	}{
+		{"frl-mnist", 1, "5a4d2f6bcf3bf3750355c5c89455a0b3a62d6742609c828442da17d02d572233"},
+		{"frl-mnist", 42, "5800696756ea6c29db0a5ea7c84800c8e6f76fe853eab33c539c00474da5d2a1"},
+		{"fedavg-mnist", 1, "e66e186b4fc7258ad1a49bb1ab707c8599739ca96131390d9e7c9a6686163e87"},
+	} {
+		g := sample(t)
+		g.Scenario, g.Seed = tc.scenario, tc.seed
+		tk, err := g.BuildTask(task.Data{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := tk.InitialModel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(m)
+		if got := hex.EncodeToString(sum[:]); got != tc.want {
+			t.Errorf("%s seed %d on %s: initial model %s, want %s", tc.scenario, tc.seed, runtime.GOARCH, got, tc.want)
+		}
+	}
 }

@@ -329,7 +329,11 @@ func (f *simFed) start() {
 	t := f.t
 	t.Helper()
 	for _, p := range f.peers {
-		st, err := storage.Open("", storage.Options{InMemory: true, LowMemory: true, GCInterval: -1, Logger: p.logger("store")})
+		dir, inMem := "", storage.MemoryModeAvailable
+		if !inMem {
+			dir = t.TempDir() // 32-bit: no in-memory stores
+		}
+		st, err := storage.Open(dir, storage.Options{InMemory: inMem, LowMemory: true, GCInterval: -1, Logger: p.logger("store")})
 		if err != nil {
 			t.Fatalf("%s: store: %v", p.name, err)
 		}

@@ -36,6 +36,7 @@ var CSVHeader = []string{
 	"round", "accuracy", "loss", "selected", "accepted", "rejected",
 	"bytes_up", "bytes_down", "sim_ms", "wall_ms", "model_hash",
 	"dropped", "dropped_attackers", "late", "lost", "faults",
+	"edge_selected", "edge_accepted",
 }
 
 // WriteJSON writes r as indented JSON followed by a newline. JSON has no NaN
@@ -127,6 +128,8 @@ func WriteCSV(w io.Writer, rounds []RoundReport) error {
 			strconv.Itoa(r.Late),
 			strconv.Itoa(r.Lost),
 			strings.Join(r.Faults, ";"),
+			strconv.Itoa(r.EdgeSelected),
+			strconv.Itoa(r.EdgeAccepted),
 		}
 		if err := cw.Write(row); err != nil {
 			return err

@@ -67,6 +67,11 @@ type RoundReport struct {
 	// however many resends were lost).
 	Late int `json:"late,omitempty"`
 	Lost int `json:"lost,omitempty"`
+	// EdgeSelected and EdgeAccepted count the selected peers and the
+	// accepted updates that were edge peers' (simnet's edge_peers: small
+	// boards on slow uplinks, training at a lower adapter rank).
+	EdgeSelected int `json:"edge_selected,omitempty"`
+	EdgeAccepted int `json:"edge_accepted,omitempty"`
 	// Faults names the faults that hit the round ("partition", "churn",
 	// "aggregator-crash", ...), for the table and the plots.
 	Faults    []string `json:"faults,omitempty"`

@@ -27,7 +27,7 @@ func init() {
 		Aggregators: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeFedAvg},
 		Build: func(cfg Config) (task.Task, error) {
 			rank, compression := loraSettings(cfg)
-			return buildLoRA(cfg, rank, compression, nil)
+			return buildLoRA(cfg, rank, compression, edgeRanks(cfg, rank))
 		},
 		Hyper: func(cfg Config) Hyper {
 			d := task.DefaultLoRA(0)
@@ -42,6 +42,20 @@ func init() {
 // loraSettings returns the adapter rank and upload compression of a run.
 func loraSettings(cfg Config) (rank int, compression string) {
 	return cfg.Rank, cfg.Compression
+}
+
+// edgeRanks is the per-client rank of a run with edge peers at a lower
+// rank (Config.EdgeRank), nil without.
+func edgeRanks(cfg Config, rank int) func(int) int {
+	if cfg.EdgeRank == 0 || cfg.EdgePeers == 0 {
+		return nil
+	}
+	return func(c int) int {
+		if isEdgePeer(cfg.Seed, cfg.EdgePeers, c) {
+			return cfg.EdgeRank
+		}
+		return rank
+	}
 }
 
 // buildLoRA builds the lora-mnist task for an effective config with the
@@ -65,6 +79,12 @@ func buildLoRA(cfg Config, rank int, compression string, ranks func(int) int) (*
 	}
 	if rank < 1 || rank > 300 {
 		return nil, &ConfigError{Field: "rank", Msg: fmt.Sprintf("%d, must be in 1..300", rank)}
+	}
+	if cfg.EdgeRank > rank {
+		return nil, &ConfigError{Field: "edge_rank", Msg: fmt.Sprintf("%d, must be at most the federation's rank %d", cfg.EdgeRank, rank)}
+	}
+	if cfg.EdgeRank > 0 && cfg.Aggregator == task.MergeFedAvg {
+		return nil, &ConfigError{Field: "edge_rank", Msg: "fedavg trains the whole network: no adapter rank"}
 	}
 	if _, err := lowrank.ParseCodec(compression); err != nil {
 		return nil, &ConfigError{Field: "compression", Msg: err.Error()}

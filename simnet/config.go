@@ -58,6 +58,17 @@ type Config struct {
 	// AggregatorDownMs later from its store (node.Recover, node.Restore).
 	CrashAggregator   float64 `json:"crash_aggregator"`
 	CrashAggregatorAt string  `json:"crash_aggregator_at"`
+
+	// Edge peers: EdgePeers is the fraction of peers that are small boards
+	// (each peer is one with that probability, drawn from the seed); their
+	// uplink is EdgeUplinkMbit Mbit/s (0 = the network profile's) and, in
+	// low-rank scenarios, they train and send adapters of rank EdgeRank
+	// (1..rank; 0 = the federation's): nested ranks, merged with the
+	// others' (lora-svd, lora-avg and lora-ffa take mixed ranks). Reports
+	// count their updates per round (edge_selected, edge_accepted).
+	EdgePeers      float64 `json:"edge_peers,omitempty"`
+	EdgeRank       int     `json:"edge_rank,omitempty"`
+	EdgeUplinkMbit float64 `json:"edge_uplink_mbit,omitempty"`
 	// AggregatorDownMs is how long a crashed aggregator stays down, in
 	// simulated milliseconds (0 = 5 s).
 	AggregatorDownMs int64 `json:"aggregator_down_ms"`

@@ -30,7 +30,18 @@ const (
 	streamStraggler
 	streamChurn
 	streamAggCrash
+	streamEdge
 )
+
+// isEdgePeer reports whether client c is an edge peer (Config.EdgePeers):
+// a function of the seed and the client only.
+func isEdgePeer(seed uint64, frac float64, c int) bool {
+	if frac <= 0 {
+		return false
+	}
+	r := splitmix.Source{State: splitmix.Derive(seed, streamEdge, uint64(c))}
+	return r.Float64() < frac
+}
 
 // partitionWindow cuts peers off from the aggregator for rounds from..to.
 type partitionWindow struct {

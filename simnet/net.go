@@ -10,12 +10,15 @@ import "github.com/fedrank/fedrank/internal/splitmix"
 // sent at time t by s to r
 //
 //	leaves s's uplink at   upEnd   = max(t, s.upFree) + B/s.up
-//	arrives at r at        max(max(upStart+lat, r.downFree) + B/r.down, upEnd+lat)
+//	holds r's downlink     from downStart = max(upStart+lat, r.downFree)
+//	                       to   downEnd   = downStart + B/r.down
+//	arrives at r at        max(downEnd, upEnd+lat)
 //
 // so a transfer runs at the slower of both links, queues behind earlier
-// transfers on both, and a broadcast of a large model takes time on the
-// sender's link (each copy is sent separately). Both queues are reserved when
-// the message is sent. A lost message still occupies the sender's uplink (and
+// transfers on both (each link is busy for the message's bytes at its own
+// bandwidth: concurrent slow uploads share a fast downlink), and a
+// broadcast of a large model takes time on the sender's link (each copy is
+// sent separately). Both queues are reserved when the message is sent. A lost message still occupies the sender's uplink (and
 // its bytes are counted); it never reaches the receiver's downlink. Zero
 // bandwidth means unlimited. All randomness (jitter, loss) comes from a
 // generator seeded by the run's seed and drawn in event order.
@@ -99,7 +102,12 @@ func (nw *network) send(now int64, from, to *link, n int) (arrival int64, ok boo
 		return 0, false
 	}
 	downStart := max(upStart+lat, to.downFree)
-	arrival = max(downStart+txNs(n, to.down), upEnd+lat)
-	to.downFree = arrival
+	downEnd := downStart + txNs(n, to.down)
+	arrival = max(downEnd, upEnd+lat)
+	// The downlink is busy for the message's bytes at its own bandwidth,
+	// not until a slower sender has finished: a 1 Mbit/s upload does not
+	// hold a 1 Gbit/s downlink for its whole duration (it did before, which
+	// serialized every upload to the aggregator behind the slowest one).
+	to.downFree = downEnd
 	return arrival, true
 }

@@ -59,6 +59,9 @@ func Resolve(cfg Config) (Config, Scenario, error) {
 	if sc.Defaults.Rank == 0 && cfg.Rank != 0 {
 		return cfg, sc, &ConfigError{Field: "rank", Msg: fmt.Sprintf("scenario %s trains no low-rank adapters", sc.Name)}
 	}
+	if sc.Defaults.Rank == 0 && cfg.EdgeRank != 0 {
+		return cfg, sc, &ConfigError{Field: "edge_rank", Msg: fmt.Sprintf("scenario %s trains no low-rank adapters", sc.Name)}
+	}
 	if sc.Defaults.Compression == "" && cfg.Compression != "" {
 		return cfg, sc, &ConfigError{Field: "compression", Msg: fmt.Sprintf("scenario %s uploads no low-rank factors", sc.Name)}
 	}

@@ -401,6 +401,9 @@ func (s *sim) build(prof netProfile, initial []byte) error {
 	s.fol = make([]follower, n)
 	for i := range n {
 		s.links[i] = link{up: prof.peerUp, down: prof.peerDown}
+		if cfg.EdgeUplinkMbit > 0 && isEdgePeer(cfg.Seed, cfg.EdgePeers, i) {
+			s.links[i].up = int64(math.Round(cfg.EdgeUplinkMbit * float64(mbit)))
+		}
 		s.fol[i].startAt = math.MaxInt64
 	}
 	s.aggLink = link{up: prof.aggUp, down: prof.aggDown}
@@ -1163,6 +1166,18 @@ func (s *sim) roundClosed(rc node.RoundClosed) {
 			rr.Dropped++
 			if s.attack != nil && s.attack.isAttacker(id) {
 				rr.DroppedAttackers++
+			}
+		}
+	}
+	if s.cfg.EdgePeers > 0 {
+		for _, id := range rc.SelectedPeers {
+			if isEdgePeer(s.cfg.Seed, s.cfg.EdgePeers, s.byID[id]-1) {
+				rr.EdgeSelected++
+			}
+		}
+		for _, id := range rc.AcceptedPeers {
+			if isEdgePeer(s.cfg.Seed, s.cfg.EdgePeers, s.byID[id]-1) {
+				rr.EdgeAccepted++
 			}
 		}
 	}

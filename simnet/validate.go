@@ -38,6 +38,14 @@ func (c *Config) Validate() error {
 		return bad("churn", "%v, must be a probability in [0, 1]", c.Churn)
 	case !prob(c.CrashAggregator):
 		return bad("crash_aggregator", "%v, must be a probability in [0, 1]", c.CrashAggregator)
+	case !prob(c.EdgePeers):
+		return bad("edge_peers", "%v, must be a fraction in [0, 1]", c.EdgePeers)
+	case c.EdgeRank < 0:
+		return bad("edge_rank", "%d, must be >= 0 (0 = the federation's rank)", c.EdgeRank)
+	case !(c.EdgeUplinkMbit >= 0) || math.IsInf(c.EdgeUplinkMbit, 1):
+		return bad("edge_uplink_mbit", "%v, must be >= 0 (0 = the network profile's uplink)", c.EdgeUplinkMbit)
+	case c.EdgePeers == 0 && (c.EdgeRank != 0 || c.EdgeUplinkMbit != 0):
+		return bad("edge_peers", "0, but edge_rank or edge_uplink_mbit is set: say which fraction of peers are edge peers")
 	case c.AggregatorDownMs < 0:
 		return bad("aggregator_down_ms", "%d, must be >= 0 (0 = %d ms)", c.AggregatorDownMs, DefaultAggregatorDownMs)
 	case !(c.LR >= 0) || math.IsInf(c.LR, 1):

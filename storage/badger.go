@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,13 @@ var (
 	ErrReadOnly = errors.New("storage: read-only")
 	// ErrTooLarge: a record is larger than the store accepts as one value.
 	ErrTooLarge = errors.New("storage: record too large")
+	// ErrNoMemoryMode: Options.InMemory on a 32-bit platform (armv7).
+	// Badger's in-memory tables come back corrupt there once the garbage
+	// collector runs (seen under qemu-arm: a memtable flush panics with
+	// slice bounds out of range in table.block; with GOGC=off it passes);
+	// the on-disk store passes the same tests. The daemon never uses the
+	// in-memory mode; tests on 32-bit open a temporary directory instead.
+	ErrNoMemoryMode = errors.New("storage: the in-memory mode is not available on 32-bit platforms (Badger's in-memory tables are corrupted there); use a directory")
 )
 
 // DefaultGCInterval is how often the value-log garbage collector runs when
@@ -58,6 +66,13 @@ type Options struct {
 	// here, 1 GiB by default). The store's contents are the same, so a store
 	// can switch profile between runs.
 	LowMemory bool
+
+	// Tiny is LowMemory with a quarter of its memtables (4 MiB), caches
+	// (2 MiB each) and value-log files (16 MiB): for a trainer on a small
+	// board (the daemon's edge profile), which writes one update, one model
+	// and one result per round. Forced on 32-bit platforms, where the
+	// address space holds little else.
+	Tiny bool
 
 	// SyncWrites makes Badger fsync every transaction. Without it (the
 	// default) each write method still returns only once its data is
@@ -109,6 +124,8 @@ type Badger struct {
 	mu     sync.RWMutex
 	closed bool
 
+	midWrite func(record string) // SetMidWriteHook
+
 	wmu    sync.Mutex // serializes write methods
 	stop   chan struct{}
 	gcDone sync.WaitGroup
@@ -116,11 +133,18 @@ type Badger struct {
 
 var _ Store = (*Badger)(nil)
 
+// MemoryModeAvailable reports whether Options.InMemory works on this
+// platform: not on 32-bit ones (see ErrNoMemoryMode).
+const MemoryModeAvailable = strconv.IntSize == 64
+
 // Open opens (creating if needed) the store in dir, or an in-memory store.
 // A directory in use by another open store gives an error wrapping ErrLocked.
 func Open(dir string, opt Options) (*Badger, error) {
 	if !opt.InMemory && dir == "" {
 		return nil, errors.New("storage: Open: empty directory (use Options.InMemory for a store in memory)")
+	}
+	if opt.InMemory && !MemoryModeAvailable {
+		return nil, ErrNoMemoryMode
 	}
 	log := opt.Logger
 	if log == nil {
@@ -215,7 +239,12 @@ func badgerOptions(dir string, opt Options, log *slog.Logger) badger.Options {
 		// conflict; tracking their reads would only cost memory.
 		WithDetectConflicts(false).
 		WithValueThreshold(64 << 10) // see Options
-	if opt.LowMemory {
+	tiny := opt.Tiny || strconv.IntSize == 32
+	if opt.LowMemory || tiny {
+		// On 32-bit platforms (armv7) the default profile cannot run at
+		// all: its 1 GiB value-log files and five 64 MiB memtables are
+		// mmapped or allocated in a 3 GiB address space, and Open fails
+		// with "cannot allocate memory". The edge profile fits.
 		b = b.WithMemTableSize(16 << 20).
 			WithNumMemtables(2).
 			WithNumLevelZeroTables(2).
@@ -226,6 +255,17 @@ func badgerOptions(dir string, opt Options, log *slog.Logger) badger.Options {
 			WithIndexCacheSize(8 << 20).
 			WithNumCompactors(2). // 1 is rejected
 			WithMetricsEnabled(false)
+	}
+	if tiny {
+		// A board's trainer needs little, and a 32-bit process has 2-3 GiB
+		// of address space for the heap and every mmapped log: quarter the
+		// low-memory profile's memtables and caches, and its value-log
+		// files. Values above 1 KiB still go to the value log, so the 15%
+		// batch limit (600 KiB) never binds.
+		b = b.WithMemTableSize(4 << 20).
+			WithValueLogFileSize(16 << 20).
+			WithBlockCacheSize(2 << 20).
+			WithIndexCacheSize(2 << 20)
 	}
 	if opt.InMemory {
 		// In memory every value lives in the LSM tree, and Badger refuses
@@ -908,6 +948,13 @@ func (s *Badger) PutEval(round uint64, e Eval) error {
 // PutTrainerRound replaces the trainer's round state; see Store. The pending
 // update's payload, if any, is stored with it (and checked against its hash:
 // a mismatch is ErrConflict); the previous one is deleted.
+// SetMidWriteHook sets a function that a write made of several
+// transactions calls between them: after its data chunks are durable and
+// before the record that refers to them is written, with the record's name
+// ("trainer-round"). Crash tests kill the process there, in the middle of a
+// write; nil removes it. Set it before the store is used concurrently.
+func (s *Badger) SetMidWriteHook(f func(record string)) { s.midWrite = f }
+
 func (s *Badger) PutTrainerRound(t TrainerRound) error {
 	var payload, hash []byte
 	if t.Pending != nil && t.Pending.Payload != nil {
@@ -919,6 +966,9 @@ func (s *Badger) PutTrainerRound(t TrainerRound) error {
 	return s.write(func() error {
 		if err := s.putBlob(trainerChunks(hash), payload); err != nil {
 			return err
+		}
+		if s.midWrite != nil && payload != nil {
+			s.midWrite("trainer-round")
 		}
 		rec := trainerRecord{TrainerRound: t, PendingPayload: hash != nil}
 		if t.Pending != nil {

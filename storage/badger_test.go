@@ -30,6 +30,7 @@ var backends = []struct {
 	{"memory", Options{InMemory: true}, false},
 	{"disk", Options{}, true},
 	{"disk-lowmem", Options{LowMemory: true}, true},
+	{"disk-tiny", Options{Tiny: true}, true},
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -44,6 +45,11 @@ func openTest(t testing.TB, dir string, opt Options) *Badger {
 	}
 	if opt.GCInterval == 0 {
 		opt.GCInterval = -1
+	}
+	if opt.InMemory && !MemoryModeAvailable {
+		// 32-bit: the in-memory mode is refused (TestMemoryMode); the test
+		// runs on a real store in a temporary directory instead.
+		opt.InMemory, dir = false, t.TempDir()
 	}
 	s, err := Open(dir, opt)
 	if err != nil {
@@ -450,6 +456,8 @@ func TestReopen(t *testing.T) {
 		{"lowmem", Options{LowMemory: true}, Options{LowMemory: true}},
 		{"default then lowmem", Options{}, Options{LowMemory: true}},
 		{"lowmem then default", Options{LowMemory: true, SyncWrites: true}, Options{}},
+		{"default then tiny", Options{}, Options{Tiny: true}},
+		{"tiny then lowmem", Options{Tiny: true}, Options{LowMemory: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -616,10 +624,25 @@ func TestSize(t *testing.T) {
 	if after > 64<<20 {
 		t.Fatalf("Size %d counts the sparse log files' length", after)
 	}
-	m := openTest(t, "", Options{InMemory: true})
-	if m.Size() != 0 {
-		t.Fatal("in-memory Size != 0")
+	if MemoryModeAvailable {
+		m := openTest(t, "", Options{InMemory: true})
+		if m.Size() != 0 {
+			t.Fatal("in-memory Size != 0")
+		}
 	}
+}
+
+// TestMemoryMode: the in-memory mode opens on 64-bit platforms and is
+// refused with ErrNoMemoryMode on 32-bit ones.
+func TestMemoryMode(t *testing.T) {
+	s, err := Open("", Options{InMemory: true, GCInterval: -1, Logger: testLogger(t)})
+	if MemoryModeAvailable {
+		must(t, err)
+		must(t, s.PutGenesis("fed", []byte("file")))
+		must(t, s.Close())
+		return
+	}
+	wantErr(t, err, ErrNoMemoryMode)
 }
 
 // TestCorrupt: a record that does not decode is ErrCorrupt naming its key,
@@ -727,6 +750,9 @@ func TestFormatVersion(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
+	if !MemoryModeAvailable {
+		t.Skip("the in-memory store's value limit; no in-memory mode on 32-bit (TestMemoryMode)")
+	}
 	s := openTest(t, "", Options{InMemory: true})
 	huge := make([]string, 1<<17) // a record of 1.2 MB: more than one in-memory value
 	for i := range huge {

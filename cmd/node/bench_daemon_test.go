@@ -1,9 +1,14 @@
 package main
 
 import (
+	"io"
+	"net/http"
+	"path/filepath"
+
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/fedrank/fedrank/daemon"
 	"os"
 	"slices"
 	"strconv"
@@ -79,6 +84,24 @@ func mean(v []float64) float64 {
 	return s / float64(len(v))
 }
 
+// procStatusMiB is a kB field of /proc/PID/status in MiB, 0 if unreadable
+// (the process has exited).
+func procStatusMiB(pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}
+
 // vmHWM is a process's peak resident set size in MiB (Linux).
 func vmHWM(tb testing.TB, pid int) float64 {
 	tb.Helper()
@@ -99,4 +122,99 @@ func vmHWM(tb testing.TB, pid int) float64 {
 	}
 	tb.Fatalf("no VmHWM in /proc/%d/status", pid)
 	return 0
+}
+
+// BenchmarkEdgeTrainerMemory measures what a small board needs: the peak
+// RSS (VmHWM, which includes the mapped pages of the binary and of
+// Badger's logs, which the kernel can reclaim) and the peak anonymous RSS
+// (sampled every 10 ms) of trainer daemons running the edge profile (`profile =
+// "edge"`: Badger's small-memory options, libp2p's resource manager at 64
+// MiB, a soft Go memory limit) through rounds of each task, with an
+// aggregator of the default profile on the same loopback. Per task: the
+// largest and the median trainer peak, and the aggregator's.
+//
+//	go test -run x -bench EdgeTrainerMemory -benchtime 1x ./cmd/node/
+func BenchmarkEdgeTrainerMemory(b *testing.B) {
+	const trainers, rounds = 4, 4
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"frl-mnist", []string{"--scenario", "frl-mnist"}},
+		{"lora-mnist-rank4", []string{"--scenario", "lora-mnist", "--rank", "4"}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for range b.N {
+				c := newE2ECluster(b, trainers+1, 100)
+				for i := 1; i <= trainers; i++ {
+					setProfile(b, c.homes[i], "edge")
+				}
+				c.genesis(append(tc.args, "--rounds", strconv.Itoa(rounds), "--per-round", strconv.Itoa(trainers),
+					"--quorum", strconv.Itoa(trainers), "--round-timeout", "120s", "--retry", "2s")...)
+				for i := range c.homes {
+					c.start(i)
+				}
+				// The anonymous part of the resident set (Go's heap and
+				// runtime, what the kernel cannot drop) has no peak in
+				// /proc: sample it.
+				stop := make(chan struct{})
+				anon := make([]float64, trainers+1)
+				sampled := make(chan struct{})
+				go func() {
+					defer close(sampled)
+					for {
+						for i := 1; i <= trainers; i++ {
+							anon[i] = max(anon[i], procStatusMiB(c.procs[i].cmd.Process.Pid, "RssAnon:"))
+						}
+						select {
+						case <-stop:
+							return
+						case <-time.After(10 * time.Millisecond):
+						}
+					}
+				}()
+				c.waitRound(rounds, 10*time.Minute, c.all()...)
+				close(stop)
+				<-sampled
+				var rss []float64
+				for i := 1; i <= trainers; i++ {
+					rss = append(rss, vmHWM(b, c.procs[i].cmd.Process.Pid))
+				}
+				agg := vmHWM(b, c.procs[0].cmd.Process.Pid)
+				if dir := os.Getenv("FEDRANK_BENCH_HEAP_DIR"); dir != "" {
+					saveHeapProfile(b, c, 1, filepath.Join(dir, tc.name+".heap"))
+				}
+				for i := range c.homes {
+					c.stop(i)
+				}
+				slices.Sort(rss)
+				b.ReportMetric(rss[len(rss)-1], "trainer-peak-MiB")
+				b.ReportMetric(rss[len(rss)/2], "trainer-median-MiB")
+				b.ReportMetric(slices.Max(anon), "trainer-peak-anon-MiB")
+				b.ReportMetric(agg, "aggregator-peak-MiB")
+			}
+		})
+	}
+}
+
+// saveHeapProfile writes peer i's heap profile (its API's /debug/pprof/heap)
+// to path, for `go tool pprof`.
+func saveHeapProfile(tb testing.TB, c *e2eCluster, i int, path string) {
+	tb.Helper()
+	api, err := os.ReadFile(filepath.Join(c.homes[i], daemon.APIFile))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp, err := http.Get(strings.TrimSpace(string(api)) + "/debug/pprof/heap")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("heap profile: %v, status %s", err, resp.Status)
+	}
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		tb.Fatal(err)
+	}
 }

@@ -171,9 +171,16 @@ func setDaemonVersion() {
 	versionOnce.Do(func() { daemon.Version = buildVersion() })
 }
 
+// version is stamped by scripts/build.sh (-ldflags -X main.version=...).
+var version string
+
 // buildVersion is the build's version for the daemon's agent string: the
-// module version when the build has one, else the VCS revision, else "dev".
+// stamped version, else the module version when the build has one, else the
+// VCS revision, else "dev".
 func buildVersion() string {
+	if version != "" {
+		return version
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "dev"

@@ -54,6 +54,9 @@ type e2eCluster struct {
 	ids   []string
 	procs []*e2eProc
 	gen   string // the genesis file
+	// run, if set for peer i, is the command that runs its daemon instead
+	// of bin (an emulator and a binary for another architecture).
+	run map[int][]string
 }
 
 type e2eProc struct {
@@ -144,7 +147,12 @@ func (c *e2eCluster) start(i int, env ...string) {
 		c.t.Fatal(err)
 	}
 	os.Remove(filepath.Join(c.homes[i], daemon.APIFile)) // a killed daemon leaves it behind
-	cmd := exec.Command(c.bin, "run", "--home", c.homes[i], "--federation", c.gen)
+	argv := []string{c.bin}
+	if r, ok := c.run[i]; ok {
+		argv = slices.Clone(r)
+	}
+	argv = append(argv, "run", "--home", c.homes[i], "--federation", c.gen)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
@@ -521,16 +529,46 @@ func TestE2EFederation(t *testing.T) {
 }
 
 // TestE2ELoRA runs the same five daemons with the lora-mnist task (a base
-// model pre-trained on digits 0-4, rank-4 adapters, lora-svd) for three
-// rounds, then exports the final model and evaluates it.
+// model pre-trained on digits 0-4, rank-8 adapters, lora-svd) for three
+// rounds, with one trainer (peer 4, `[train] rank = 2` in its node config)
+// training and sending rank-2 adapters, as a small board would; then it
+// exports the final model and evaluates it.
 func TestE2ELoRA(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes; the race run skips it")
 	}
 	c := newE2ECluster(t, 5, 100)
-	c.genesis("--scenario", "lora-mnist", "--rounds", "3", "--per-round", "4", "--quorum", "4",
+	c.genesis("--scenario", "lora-mnist", "--rank", "8", "--rounds", "3", "--per-round", "4", "--quorum", "4",
 		"--round-timeout", "60s", "--retry", "300ms")
+	path := filepath.Join(c.homes[4], daemon.ConfigFile)
+	cfg, err := daemon.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Train.Rank = 2
+	b, err := cfg.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c.runAll(3, "")
+	// Every round merged all four updates, the rank-2 one included, and
+	// the rank-2 trainer's uploads are about a quarter of the others'.
+	agg, err := c.status(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range agg.Rounds {
+		if r.Accepted != 4 {
+			t.Errorf("round %d: %d updates merged, want 4 (the rank-2 trainer's included)", r.Round, r.Accepted)
+		}
+	}
+	low, full := payloadBytes(t, c.log(4)), payloadBytes(t, c.log(1))
+	if len(low) != 3 || len(full) != 3 || low[0] >= full[0]/3 || low[0] < full[0]/6 {
+		t.Errorf("payload bytes per round: rank-2 trainer %v, rank-8 trainer %v; want 3 rounds each, the rank-2 ones a quarter (a third to a sixth)", low, full)
+	}
 	out := filepath.Join(c.dir, "lora-round3.safetensors")
 	c.cli("export", "--home", c.homes[0], "--round", "3", "--out", out)
 	for i := range c.homes {
@@ -548,4 +586,27 @@ func TestE2ELoRA(t *testing.T) {
 	if acc < 0.5 {
 		t.Errorf("lora-mnist after 3 rounds: accuracy %.4f, want above the base's ~0.5", acc)
 	}
+}
+
+// payloadBytes returns the payload sizes a trainer's log reports, one per
+// local training.
+func payloadBytes(t *testing.T, log string) []int {
+	t.Helper()
+	var out []int
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `msg="local training done"`) {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, " payload_bytes=")
+		if !ok {
+			t.Fatalf("a training line without payload_bytes: %s", line)
+		}
+		f := strings.Fields(rest)
+		n, err := strconv.Atoi(f[0])
+		if err != nil {
+			t.Fatalf("payload_bytes in %q: %v", line, err)
+		}
+		out = append(out, n)
+	}
+	return out
 }

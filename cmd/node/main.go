@@ -120,14 +120,14 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "node version: unexpected argument %q\n", args[0])
 		return exitUsage
 	}
-	path, version := "github.com/fedrank/fedrank", "(unknown)"
+	path, ver := "github.com/fedrank/fedrank", "(unknown)"
 	var vcs, rev, when, modified string
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Path != "" {
 			path = bi.Main.Path
 		}
 		if bi.Main.Version != "" {
-			version = bi.Main.Version
+			ver = bi.Main.Version
 		}
 		for _, s := range bi.Settings {
 			switch s.Key {
@@ -144,7 +144,10 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	fmt.Fprintf(stdout, "node %s %s\n", path, version)
+	if version != "" {
+		ver = version // stamped by scripts/build.sh
+	}
+	fmt.Fprintf(stdout, "node %s %s\n", path, ver)
 	fmt.Fprintf(stdout, "go   %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	if rev != "" {
 		fmt.Fprintf(stdout, "vcs  %s %s %s%s\n", vcs, rev, when, modified)

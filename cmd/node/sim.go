@@ -45,6 +45,9 @@ var flagForField = map[string]string{
 	"crash_aggregator":    "crash-aggregator",
 	"crash_aggregator_at": "crash-aggregator-at",
 	"aggregator_down_ms":  "aggregator-down",
+	"edge_peers":          "edge-peers",
+	"edge_rank":           "edge-rank",
+	"edge_uplink_mbit":    "edge-uplink",
 	// Local training.
 	"lr":            "lr",
 	"momentum":      "momentum",
@@ -136,6 +139,9 @@ func parseSim(args []string, stderr io.Writer) (simOptions, error) {
 	fs.Float64Var(&c.Churn, "churn", 0, "`probability` that a peer is away in a round (it comes back empty)")
 	fs.Float64Var(&c.CrashAggregator, "crash-aggregator", 0, "`probability` that the aggregator crashes in a round (it restarts from its store)")
 	fs.StringVar(&c.CrashAggregatorAt, "crash-aggregator-at", "", "`rounds` in which the aggregator crashes, e.g. 3,7")
+	fs.Float64Var(&c.EdgePeers, "edge-peers", 0, "`fraction` of peers that are small boards (drawn from the seed), with --edge-uplink and --edge-rank")
+	fs.Float64Var(&c.EdgeUplinkMbit, "edge-uplink", 0, "edge peers' uplink in `Mbit/s` (default: the network profile's)")
+	fs.IntVar(&c.EdgeRank, "edge-rank", 0, "edge peers' adapter `rank` in low-rank scenarios, at most --rank (default: the federation's)")
 	fs.Func("aggregator-down", "how long a crashed aggregator stays down, a simulated `duration` (default 5s)", msFlag(&c.AggregatorDownMs))
 	// Local training (default: the scenario's).
 	fs.Float64Var(&c.LR, "lr", 0, "local learning `rate` (default: the scenario's)")
