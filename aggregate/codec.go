@@ -431,6 +431,16 @@ type updateDecoder struct {
 	ranks  [][]uint32 // decode buffer
 	delta  rankvote.DeltaCoder
 	bucket rankvote.BucketCoder
+	pre    *Predecoder // nil until asked for
+	taken  [][]uint32  // the rankings last taken from pre, to give back
+}
+
+// predecoder returns d's Predecoder, made on the first call.
+func (d *updateDecoder) predecoder() *Predecoder {
+	if d.pre == nil {
+		d.pre = newPredecoder(d.spec)
+	}
+	return d.pre
 }
 
 // begin starts a round on the global model, which must be an FRL model of
@@ -446,8 +456,18 @@ func (d *updateDecoder) begin(global []byte) error {
 // decode decodes an update's rankings into the decode buffer, without the
 // permutation check of packed rankings (the votes check while they count).
 func (d *updateDecoder) decode(payload []byte) ([][]uint32, error) {
+	if d.taken != nil {
+		d.pre.recycle(d.taken)
+		d.taken = nil
+	}
 	var ref [][]uint32
 	if isCodedFRLUpdate(payload) {
+		if d.pre != nil {
+			if ranks := d.pre.take(d.global, payload); ranks != nil {
+				d.taken = ranks
+				return ranks, nil
+			}
+		}
 		if !d.refOK {
 			r, err := d.spec.DecodeFRLModel(d.global, d.ref)
 			if err != nil {

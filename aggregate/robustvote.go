@@ -50,6 +50,9 @@ func (r *rankingInput) Add(u Update) error {
 	return nil
 }
 
+// Predecoder implements Predecoding.
+func (r *rankingInput) Predecoder() *Predecoder { return r.dec.predecoder() }
+
 // Len implements Aggregator.
 func (r *rankingInput) Len() int { return r.count.Voters() }
 

@@ -58,6 +58,9 @@ func (v *Vote) Add(u Update) error {
 	return nil
 }
 
+// Predecoder implements Predecoding.
+func (v *Vote) Predecoder() *Predecoder { return v.dec.predecoder() }
+
 // Len implements Aggregator.
 func (v *Vote) Len() int { return v.vote.Voters() }
 

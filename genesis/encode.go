@@ -2,6 +2,7 @@ package genesis
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"strconv"
@@ -96,8 +97,10 @@ func (g *Genesis) Encode() ([]byte, error) {
 	e.key("Local mini-batch size.", "batch", strconv.Itoa(p.Batch))
 	e.key("Anneal the learning rate over the local epochs (cosine).", "cosine", strconv.FormatBool(*p.Cosine))
 	e.key("Learning-rate factor per round, (0, 1].", "lr_decay", e.float(p.LRDecay))
-	if k, _, _ := task.ParseRankingCodec(p.RankingCodec); k != task.CodecPacked {
-		e.key(`How trainers send rankings: "packed", "delta" (lossless, coded against the global model) or "bucket:B" (lossy).`, "ranking_codec", e.str(p.RankingCodec))
+	if k, _, _ := task.ParseRankingCodec(p.RankingCodec); k != task.CodecPacked || f.Scenario == "frl-mnist" {
+		e.key(`How trainers send rankings: "packed", "delta" (lossless, coded against the global model),
+"bucket:B" or "bucket-mask:B" (lossy). Left out: "packed". Part of the id only when not packed.`,
+			"ranking_codec", e.str(cmp.Or(p.RankingCodec, task.CodecPacked)))
 	}
 	if scenarios[f.Scenario].lora {
 		e.key("Adapter rank.", "rank", strconv.Itoa(p.Rank))

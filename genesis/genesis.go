@@ -160,11 +160,14 @@ type TaskParams struct {
 	// LRDecay multiplies the learning rate once per round, (0, 1].
 	LRDecay float64 `toml:"lr_decay" json:"lr_decay"`
 
-	// RankingCodec is how trainers send rankings: "packed" (the default, ""
-	// too), "delta" (lossless and about 30% smaller, coded against the
-	// round's global model) or "bucket:B" (lossy; see task.CodecBucket);
-	// frl-mnist only. Part of the id only when not packed, so that
-	// federations made before it keep their ids.
+	// RankingCodec is how trainers send rankings: "packed" ("" too),
+	// "delta" (lossless and about 30% smaller, coded against the round's
+	// global model), "bucket:B" or "bucket-mask:B" (lossy; see
+	// task.CodecBucket); frl-mnist only. Part of the id only when not
+	// packed, so that federations made before it keep their ids. A file
+	// without it is packed, as every file was before the codecs: `node
+	// genesis` writes frl-mnist's default, task.DefaultRankingCodec
+	// (bucket-mask:16), unless told otherwise.
 	RankingCodec string `toml:"ranking_codec" json:"ranking_codec"`
 
 	// Rank is the adapters' rank, 1..4096 (lora-mnist only; default 4).
@@ -407,6 +410,9 @@ func (g *Genesis) fill() {
 	}
 	if p.LRDecay == 0 {
 		p.LRDecay = d.lrDecay
+	}
+	if p.RankingCodec == "" && g.Scenario == "frl-mnist" {
+		p.RankingCodec = task.CodecPacked // not the simulator's default: see RankingCodec
 	}
 	if sc.lora {
 		if p.Rank == 0 {

@@ -487,3 +487,36 @@ func TestDuration(t *testing.T) {
 		t.Fatal("a bad duration parsed")
 	}
 }
+
+// A genesis file written by `node genesis` before frl-mnist's default
+// ranking codec became bucket-mask:16 (testdata/packed-before-codecs.toml,
+// without task.ranking_codec) keeps its federation id, the one that
+// version printed, and its packed rankings; the same file encoded again
+// says "packed" and keeps the id too.
+func TestPackedGenesisBeforeCodecsKeepsItsID(t *testing.T) {
+	const id = "72c670f084a1532eebc0a054e764881464da07f955aa58a995512895a0a4c4da"
+	g, _, err := Load("testdata/packed-before-codecs.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := g.ID(); got != id {
+		t.Fatalf("id %s, want %s", got, id)
+	}
+	if g.Task.RankingCodec != "packed" {
+		t.Fatalf("ranking codec %q, want packed", g.Task.RankingCodec)
+	}
+	b, err := g.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `ranking_codec = "packed"`) {
+		t.Fatal("the encoding does not say packed")
+	}
+	again, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID() != id {
+		t.Fatalf("re-encoded: id %s, want %s", again.ID(), id)
+	}
+}

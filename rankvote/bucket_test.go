@@ -1,6 +1,7 @@
 package rankvote
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"testing"
@@ -146,4 +147,37 @@ func BenchmarkBucket(b *testing.B) {
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e6, "Medges/s")
 	})
+}
+
+// TestBucketOrderIsTheReferenceOrder checks the decoder's order against
+// its definition (what the 64-bit argsort of bucket<<56 | bucketKey gave
+// before): by bucket, then by bucketKey, then by edge index. 256 buckets
+// over 300,000 edges leave 24 bits of key to the radix sort, so some
+// edges tie on them and the tie repair is exercised.
+func TestBucketOrderIsTheReferenceOrder(t *testing.T) {
+	rng := newRand(3)
+	for _, n := range []int{1, 5, 1000, 300_000} {
+		for _, nb := range []int{1, 2, 16, 256} {
+			if nb > n {
+				continue
+			}
+			ref := randPerm(rng, n)
+			bounds := UniformBounds(n, nb)
+			var c BucketCoder
+			b := c.Encode(nil, nearby(rng, ref, 0.01*float64(n)+1), ref, bounds)
+			got, _, _, err := c.Decode(nil, b, ref, uint64(n*nb))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sym := slices.Clone(c.sym[:n])
+			want := stableArgsort(n, func(a, b int) int {
+				ka := uint64(sym[a])<<56 | bucketKey(uint64(n*nb), a)
+				kb := uint64(sym[b])<<56 | bucketKey(uint64(n*nb), b)
+				return cmp.Compare(ka, kb)
+			})
+			if !slices.Equal(got, want) {
+				t.Fatalf("n=%d B=%d: the order differs from the reference order", n, nb)
+			}
+		}
+	}
 }

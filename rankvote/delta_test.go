@@ -173,3 +173,27 @@ func BenchmarkDelta(b *testing.B) {
 		b.ReportMetric(float64(8*len(far))/n, "bits/edge")
 	})
 }
+
+func TestSelect64(t *testing.T) {
+	rng := newRand(6)
+	for range 20000 {
+		x := rng.Uint64()
+		switch rng.IntN(4) {
+		case 0:
+			x &= rng.Uint64() & rng.Uint64() // sparse
+		case 1:
+			x |= rng.Uint64() | rng.Uint64() // dense
+		case 2:
+			x = ^uint64(0) << rng.IntN(64)
+		}
+		r := 0
+		for i := range 64 {
+			if x>>i&1 == 1 {
+				if got := select64(x, r); got != i {
+					t.Fatalf("select64(%#x, %d) = %d, want %d", x, r, got, i)
+				}
+				r++
+			}
+		}
+	}
+}

@@ -19,6 +19,7 @@ func init() {
 	}
 	frl := mnist
 	frl.Aggregator = "vote-clamp"
+	frl.RankingCodec = task.DefaultRankingCodec
 	RegisterScenario(Scenario{
 		Name:        "frl-mnist",
 		Description: "Federated Rank Learning on MNIST: LeNet-300-100 supermask, peers vote on edge rankings",

@@ -63,3 +63,49 @@ func TestDeltaCodecSameModelFewerBytes(t *testing.T) {
 		t.Error("an unknown ranking codec was accepted")
 	}
 }
+
+// Coded updates decoded on the pool as they are made (aggregate.Predecoder)
+// give the run the aggregator's own decoding gives, round by round.
+func TestPredecodedRunIsTheSame(t *testing.T) {
+	run := func(codec, attack string, noPredecode bool) (*Report, int) {
+		fc := task.DefaultFRL(3)
+		fc.Name, fc.Sizes, fc.Codec = "frl-small", []int{16, 32, 3}, codec
+		tk, err := task.NewFRL(fc, smallData(t, 20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := attackConfig(attack, 0.2)
+		if attack == "" {
+			cfg.Attackers = 0
+		}
+		cfg.Aggregator, cfg.Rounds = "vote-clamp", 4
+		s, err := newSim(context.Background(), cfg, tk, nil, simOptions{noPredecode: noPredecode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.close()
+		if err := s.loop(); err != nil {
+			t.Fatal(err)
+		}
+		hits := 0
+		if s.pre != nil {
+			hits = s.pre.Hits()
+		}
+		return s.finish(), hits
+	}
+	for _, codec := range []string{task.CodecDelta, "bucket-mask:8"} {
+		for _, attack := range []string{"", task.AttackReverse} {
+			a, _ := run(codec, attack, true)
+			b, hits := run(codec, attack, false)
+			if hits == 0 {
+				t.Errorf("%s %q: no update was taken predecoded", codec, attack)
+			}
+			for i := range a.Rounds {
+				if a.Rounds[i].ModelHash != b.Rounds[i].ModelHash || a.Rounds[i].BytesUp != b.Rounds[i].BytesUp {
+					t.Fatalf("%s %q: round %d differs with predecoding", codec, attack, i+1)
+				}
+			}
+			t.Logf("%s %q: %d updates predecoded", codec, attack, hits)
+		}
+	}
+}

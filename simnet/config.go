@@ -90,9 +90,13 @@ type Config struct {
 	// LRDecay multiplies the learning rate once per round: lr·decay^(round-1).
 	LRDecay float64 `json:"lr_decay"`
 	// RankingCodec is how peers send rankings: "packed" (ceil(log2 n) bits
-	// per edge, the default) or "delta" (lossless, coded against the
-	// global model the peer trained from: the same models from fewer
-	// bytes, counted in bytes_up). Ranking scenarios only.
+	// per edge), "delta" (lossless, coded against the global model the
+	// peer trained from: the same models from fewer bytes), "bucket:B" or
+	// "bucket-mask:B" (lossy: each edge's bucket, coded against the global
+	// model; see task.ParseRankingCodec), counted in bytes_up as sent.
+	// "" = the scenario's default: frl-mnist's is task.DefaultRankingCodec
+	// (bucket-mask:16), a scenario without one sends packed rankings.
+	// Ranking scenarios only.
 	RankingCodec string `json:"ranking_codec,omitempty"`
 	// AggregatorParams describes the aggregator's own parameters (its trim
 	// fraction, Multi-Krum's f and m, vote-robust's outlier threshold):

@@ -110,6 +110,9 @@ func withDefaults(cfg, d Config) Config {
 	if cfg.Compression == "" {
 		cfg.Compression = d.Compression
 	}
+	if cfg.RankingCodec == "" {
+		cfg.RankingCodec = d.RankingCodec
+	}
 	if cfg.AggregatorDownMs == 0 {
 		cfg.AggregatorDownMs = cmp.Or(d.AggregatorDownMs, DefaultAggregatorDownMs)
 	}

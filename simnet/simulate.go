@@ -129,6 +129,8 @@ type simOptions struct {
 	// manualAggregator: the aggregator always has a store, and crashes and
 	// restarts only when the test says so (crashAggregator, restartAggregator).
 	manualAggregator bool
+	// noPredecode leaves every coded update to the aggregator's own decoding.
+	noPredecode bool
 }
 
 type evKind uint8
@@ -253,6 +255,10 @@ type sim struct {
 	cfg  Config
 	task task.Task
 	agg  aggregate.Aggregator // the aggregator machine's strategy
+	// pre, when the strategy has one, decodes coded updates on the pool as
+	// soon as they are made, off the event loop where the aggregator adds
+	// them: the same rankings, decoded in parallel (aggregate.Predecoder).
+	pre  *aggregate.Predecoder
 	opts simOptions
 	obs  Observer
 	// nodes[0] is the aggregator; nodes[1+p] is peer p's machine, nil while
@@ -462,6 +468,10 @@ func (s *sim) build(prof netProfile, initial []byte) error {
 	agg.NewAggregator = func() (aggregate.Aggregator, error) {
 		a, err := s.task.NewAggregator(cfg.Aggregator)
 		s.agg = a // kept for its per-round metrics
+		s.pre = nil
+		if p, ok := a.(aggregate.Predecoding); ok && !s.opts.noPredecode {
+			s.pre = p.Predecoder()
+		}
 		return a, err
 	}
 	s.aggCfg = agg
@@ -1080,7 +1090,7 @@ func (s *sim) train(i int, a node.Train) {
 		Model:  slices.Clone(a.Model), // the task may not write to the machine's copy
 		Seed:   trainSeed(s.cfg.Seed, a.Round, n.client),
 	}
-	beh, t := n.beh, s.task
+	beh, t, pre := n.beh, s.task, s.pre
 	s.pool.submit(func() {
 		defer close(j.done)
 		defer func() {
@@ -1089,6 +1099,9 @@ func (s *sim) train(i int, a node.Train) {
 			}
 		}()
 		j.payload, j.err = beh.train(t, job)
+		if pre != nil && j.err == nil {
+			pre.Decode(job.Model, j.payload)
+		}
 	})
 	d := s.trainNs(n)
 	n.trainRound, n.trainUntil = a.Round, s.now+d

@@ -26,7 +26,8 @@ type FRLConfig struct {
 	// Codec is how a peer's rankings go on the wire: CodecPacked ("" too),
 	// CodecDelta, "bucket:B" or "bucket-mask:B" (lossy; CodecBucket and
 	// CodecBucketMask with B buckets). Every ranking aggregator decodes them
-	// all. ParseRankingCodec checks a name.
+	// all. ParseRankingCodec checks a name. frl-mnist's default is
+	// DefaultRankingCodec; this field's, packed.
 	Codec string
 }
 
@@ -48,6 +49,13 @@ const (
 	// coarse away from them (rankvote.MaskBounds, widths doubling): the
 	// mask only asks on which side of a boundary an edge is.
 	CodecBucketMask = "bucket-mask"
+
+	// DefaultRankingCodec is frl-mnist's codec: the scenario's default in
+	// the simulator and what `node genesis` writes. It sends about a bit
+	// per edge and ends within noise of packed rankings (BENCHMARKS.md,
+	// "The lossy bucket codecs"). DefaultFRL and a genesis file without
+	// task.ranking_codec keep CodecPacked.
+	DefaultRankingCodec = CodecBucketMask + ":16"
 )
 
 // ParseRankingCodec checks a ranking codec name and returns its kind

@@ -110,7 +110,7 @@ func parseGenesis(c cmdSpec, args []string, stderr io.Writer) (o genesisOptions,
 	fl.IntVar(&p.Epochs, "epochs", 0, "local epochs per round (default: the scenario's)")
 	fl.IntVar(&p.Batch, "batch", 0, "local mini-batch `size` (default: the scenario's)")
 	fl.IntVar(&p.Rank, "rank", 0, "adapter `rank`, lora-mnist only (default 4)")
-	fl.StringVar(&p.RankingCodec, "ranking-codec", "", "how trainers send rankings, frl-mnist only: packed (the default), delta (lossless, coded against the global model) or bucket:B (lossy)")
+	fl.StringVar(&p.RankingCodec, "ranking-codec", "", "how trainers send rankings, frl-mnist only: packed, delta (lossless, coded against the global model), bucket:B or bucket-mask:B (lossy) (default "+task.DefaultRankingCodec+" for frl-mnist)")
 	fl.StringVar(&p.Compression, "compression", "", "upload codec of adapter factors, lora-mnist only: fp32, fp16 or int8 (default int8)")
 	fl.StringVar(&o.dataDir, "data", "", "`dir`ectory of the MNIST IDX files to pre-train lora-mnist's base model on (default: the copy shipped with the Go module)")
 	fl.BoolVar(&o.force, "force", false, "overwrite FILE (and the base model) if they exist")
@@ -126,6 +126,11 @@ func parseGenesis(c cmdSpec, args []string, stderr io.Writer) (o genesisOptions,
 	}
 	if !given["per-round"] {
 		g.PerRound = len(g.Members)
+	}
+	if !given["ranking-codec"] && g.Scenario == "frl-mnist" {
+		// Written out: a genesis without the key means packed (the
+		// default of the files made before this one), and keeps its id.
+		p.RankingCodec = task.DefaultRankingCodec
 	}
 	if o.out == "" {
 		return o, usageErr(stderr, c.name, "out", `"" names no file`), true

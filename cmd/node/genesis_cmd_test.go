@@ -180,6 +180,19 @@ func TestGenesisDefaults(t *testing.T) {
 		g.AggregatorName != genesis.Aggregations("frl-mnist")[0] {
 		t.Errorf("defaults: %+v", g)
 	}
+	// frl-mnist's default ranking codec, written out (a file without it
+	// means packed); packed stays selectable.
+	if b, _ := os.ReadFile(out); g.Task.RankingCodec != task.DefaultRankingCodec ||
+		!strings.Contains(string(b), `ranking_codec = "`+task.DefaultRankingCodec+`"`) {
+		t.Errorf("ranking codec %q, want %s written out", g.Task.RankingCodec, task.DefaultRankingCodec)
+	}
+	packedOut := filepath.Join(t.TempDir(), "packed.toml")
+	if code, _, stderr := runCLI(append(genesisArgs(packedOut, ids[0], ids[1:]), "--ranking-codec", "packed")...); code != exitOK {
+		t.Fatalf("node genesis --ranking-codec packed: exit %d, stderr %s", code, stderr)
+	}
+	if p, _, err := genesis.Load(packedOut); err != nil || p.Task.RankingCodec != task.CodecPacked {
+		t.Fatalf("--ranking-codec packed: %v, %+v", err, p)
+	}
 	// The frl-mnist genesis starts from the simulator's initial model.
 	tk, err := g.BuildTask(task.Data{})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fedrank/fedrank/report"
 	"github.com/fedrank/fedrank/simnet"
+	"github.com/fedrank/fedrank/task"
 )
 
 // flagForField maps the JSON name of each simnet.Config field to the flag
@@ -151,7 +152,7 @@ func parseSim(args []string, stderr io.Writer) (simOptions, error) {
 	fs.IntVar(&c.Batch, "batch", 0, "local batch `size` (default: the scenario's)")
 	fs.StringVar(&c.LRSchedule, "lr-schedule", "", "learning-rate `schedule` within a round: cosine or constant (default: the scenario's)")
 	fs.Float64Var(&c.LRDecay, "lr-decay", 0, "learning-rate `factor` per round, in (0, 1] (default: the scenario's)")
-	fs.StringVar(&c.RankingCodec, "ranking-codec", "", "how peers send rankings: packed (ceil(log2 n) bits per edge, the default), delta (lossless, coded against the global model) or bucket:B (lossy: each edge's bucket of B, coded against the global model)")
+	fs.StringVar(&c.RankingCodec, "ranking-codec", "", "how peers send rankings: packed (ceil(log2 n) bits per edge), delta (lossless, coded against the global model), bucket:B or bucket-mask:B (lossy: each edge's bucket of B, coded against the global model) (default: the scenario's; frl-mnist's is "+task.DefaultRankingCodec+")")
 	fs.StringVar(&o.out, "out", "", "write report.json, rounds.csv and accuracy.png into `dir`")
 	fs.BoolVar(&o.json, "json", false, "print report.json on stdout instead of the table")
 	fs.BoolVar(&o.list, "list", false, "list the scenarios, aggregators, attacks, network profiles and faults")
