@@ -64,6 +64,8 @@ var attackDefs = []attackDef{
 		[]task.UpdateKind{task.Rankings}, poisonCollective, intArg(func(p *task.Poison, v int) { p.Group = v })},
 	{Info{task.AttackAdaptiveNoise, fmt.Sprintf("as adaptive, all sending the same moves on 1-Q of vote-robust's distance budget, and each its own harmless moves (edges in the mask's unkept middle moved by the estimated clamp radius of vote-clamp) on the rest: their push stays shared, their rankings are no more alike than honest ones; the strongest attack found on vote-clamp; adaptive-noise:Q, default Q = %g", task.DefaultAdaptiveNoise)},
 		[]task.UpdateKind{task.Rankings}, poisonCollective, shareArg(func(p *task.Poison, v float64) { p.Noise = v })},
+	{Info{task.AttackAdaptiveRotate, fmt.Sprintf("knows a sign vote (only the direction of each move counts): within T x vote-robust's estimated distance limit as adaptive, all send the consensus with the w positions just inside each boundary of the mask swapped with the w just outside it, w as large as the limit allows; adaptive-rotate:T, default T = %g", task.DefaultAdaptiveTarget)},
+		[]task.UpdateKind{task.Rankings}, poisonCollective, floatArg(func(p *task.Poison, v float64) { p.Target = v })},
 	{Info{task.AttackSignFlip, fmt.Sprintf("sign flip with scaling: sends global - %g x (trained - global)", float64(task.DefaultFlipScale))},
 		[]task.UpdateKind{task.Weights}, poisonOwn, nil},
 	{Info{task.AttackNoise, fmt.Sprintf("additive Gaussian noise: sends the trained weights + N(0, %g^2) each", float64(task.DefaultNoiseSigma))},

@@ -195,6 +195,7 @@ func TestCollectiveAttackers(t *testing.T) {
 		{tasks[0], "adaptive:0.5", task.Poison{Attack: task.AttackAdaptive, Target: 0.5}},
 		{tasks[0], "adaptive-split", task.Poison{Attack: task.AttackAdaptiveSplit}},
 		{tasks[0], "adaptive-noise:0.8", task.Poison{Attack: task.AttackAdaptiveNoise, Noise: 0.8}},
+		{tasks[0], "adaptive-rotate", task.Poison{Attack: task.AttackAdaptiveRotate}},
 		{tasks[1], task.AttackMinMax, task.Poison{Attack: task.AttackMinMax}},
 		{tasks[1], "minsum:sign", task.Poison{Attack: task.AttackMinSum, Deviation: task.DeviationSign}},
 	} {
@@ -339,6 +340,7 @@ func TestResolveAttackSettings(t *testing.T) {
 		{"frl-mnist", "adaptive-split:3", 0.2, "", ""},
 		{"frl-mnist", "adaptive-noise", 0.2, "", ""},
 		{"frl-mnist", "adaptive-noise:0.8", 0.2, "", ""},
+		{"frl-mnist", "adaptive-rotate:0.5", 0.2, "", ""},
 		{"fedavg-mnist", "signflip", 0.2, "", ""},
 		{"fedavg-mnist", "noise", 0.2, "", ""},
 		{"fedavg-mnist", "labelflip", 0.2, "", ""},
@@ -349,7 +351,7 @@ func TestResolveAttackSettings(t *testing.T) {
 		{"fedavg-mnist", "minmax:unit", 0.2, "", ""},
 		{"fedavg-mnist", "minsum:sign", 0.2, "", ""},
 		{"frl-mnist", "reverse", 0, "attackers", "without a fraction of attackers"},
-		{"frl-mnist", "", 0.2, "attack", "without an attack (have: reverse, random, adaptive, adaptive-split, adaptive-noise, signflip, noise, scale, boost, minmax, minsum, labelflip)"},
+		{"frl-mnist", "", 0.2, "attack", "without an attack (have: reverse, random, adaptive, adaptive-split, adaptive-noise, adaptive-rotate, signflip, noise, scale, boost, minmax, minsum, labelflip)"},
 		{"frl-mnist", "bogus", 0.2, "attack", `unknown attack "bogus"`},
 		{"frl-mnist", "bogus:1", 0.2, "attack", `unknown attack "bogus:1"`},
 		{"frl-mnist", "reverse:2", 0.2, "attack", `attack "reverse" takes no parameter`},
@@ -361,8 +363,8 @@ func TestResolveAttackSettings(t *testing.T) {
 		{"frl-mnist", "adaptive-split:1.5", 0.2, "attack", `attack "adaptive-split": parameter "1.5", want a positive integer`},
 		{"frl-mnist", "adaptive-noise:1", 0.2, "attack", `attack "adaptive-noise": parameter "1", want a share in (0, 1)`},
 		{"frl-mnist", "adaptive-noise:0", 0.2, "attack", `attack "adaptive-noise": parameter "0", want a share in (0, 1)`},
-		{"frl-mnist", "signflip", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, adaptive-split, adaptive-noise, labelflip)"},
-		{"frl-mnist", "minmax:std", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, adaptive-split, adaptive-noise, labelflip)"},
+		{"frl-mnist", "signflip", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, adaptive-split, adaptive-noise, adaptive-rotate, labelflip)"},
+		{"frl-mnist", "minmax:std", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, adaptive-split, adaptive-noise, adaptive-rotate, labelflip)"},
 		{"fedavg-mnist", "reverse", 0.2, "attack", "updates are weights (its attacks: signflip, noise, scale, boost, minmax, minsum, labelflip)"},
 		{"fedavg-mnist", "adaptive", 0.2, "attack", "updates are weights"},
 		{"frl-mnist", "reverse", 0.0001, "attackers", "no attacker at all"},
@@ -403,7 +405,7 @@ func TestAttacksListed(t *testing.T) {
 			t.Errorf("%s has no description", a.Name)
 		}
 	}
-	if got := strings.Join(names, ","); got != "reverse,random,adaptive,adaptive-split,adaptive-noise,signflip,noise,scale,boost,minmax,minsum,labelflip" {
+	if got := strings.Join(names, ","); got != "reverse,random,adaptive,adaptive-split,adaptive-noise,adaptive-rotate,signflip,noise,scale,boost,minmax,minsum,labelflip" {
 		t.Fatalf("attacks %s", got)
 	}
 	if got := AttackerCount(0.29, 100); got != 29 {

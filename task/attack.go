@@ -51,6 +51,13 @@ const (
 	AttackAdaptiveNoise = "adaptive-noise"
 )
 
+// AttackAdaptiveRotate knows a vote that counts only the direction of each
+// voter's move of an edge (a sign vote): it stays inside vote-robust's
+// distance limit as AttackAdaptive does, and, in every layer, swaps the
+// w positions just inside each boundary of the mask with the w just outside
+// it, so that every edge near a boundary is moved the harmful way.
+const AttackAdaptiveRotate = "adaptive-rotate"
+
 // Default strengths of the dense attacks.
 const (
 	// DefaultFlipScale makes a sign-flipping attacker step 10 times as far as
@@ -185,7 +192,7 @@ func (t *FRL) Poison(p Poison) ([]byte, error) {
 			rng.Shuffle(n, func(i, j int) { o[i], o[j] = o[j], o[i] })
 			order[l] = o
 		}
-	case AttackAdaptive, AttackAdaptiveSplit, AttackAdaptiveNoise:
+	case AttackAdaptive, AttackAdaptiveSplit, AttackAdaptiveNoise, AttackAdaptiveRotate:
 		a, err := t.Adaptive(p)
 		if err != nil {
 			return nil, err

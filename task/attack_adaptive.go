@@ -88,7 +88,7 @@ type AdaptiveResult struct {
 // the rest on each attacker's own moves (addNoise), which leave the mask as
 // it is.
 func (t *FRL) Adaptive(p Poison) (AdaptiveResult, error) {
-	if p.Attack != AttackAdaptive && p.Attack != AttackAdaptiveSplit && p.Attack != AttackAdaptiveNoise {
+	if p.Attack != AttackAdaptive && p.Attack != AttackAdaptiveSplit && p.Attack != AttackAdaptiveNoise && p.Attack != AttackAdaptiveRotate {
 		return AdaptiveResult{}, fmt.Errorf("task %s: Adaptive of %q: %w", t.cfg.Name, p.Attack, ErrAttackKind)
 	}
 	target := cmp.Or(p.Target, DefaultAdaptiveTarget)
@@ -164,6 +164,9 @@ func (t *FRL) Adaptive(p Poison) (AdaptiveResult, error) {
 		}
 	}
 	reach := float64(k) / float64(group)
+	if p.Attack == AttackAdaptiveRotate {
+		return rotateBoundaries(res, layers, func(l int) []bool { return t.net.Layers[l].On }), nil
+	}
 	st := make([]boundaryLayer, len(layers))
 	var cands []candidate
 	counted := 0
@@ -479,4 +482,50 @@ func addNoise(order [][]uint32, st []boundaryLayer, honest [][][]uint32, target 
 		}
 	}
 	return craft(lo)
+}
+
+// rotateBoundaries fills res.Order with the consensus in which, in every
+// layer, the w positions just inside each boundary of the mask trade places
+// with the w just outside it (w the same fraction of every layer, at most
+// the room there is), the largest fraction whose distance to the consensus
+// is within res.Target.
+func rotateBoundaries(res AdaptiveResult, layers []int, on func(l int) []bool) AdaptiveResult {
+	st := make([]boundaryLayer, len(layers))
+	counted := 0
+	for l, n := range layers {
+		st[l] = newBoundaryLayer(res.Consensus[l], on(l))
+		if n >= 2 {
+			counted++
+		}
+	}
+	craft := func(f float64) float64 {
+		var d float64
+		for l, n := range layers {
+			b := &st[l]
+			o := append(res.Order[l][:0], b.cons...)
+			w := min(int(f*float64(n)), b.lo, (b.hi-b.lo)/2, n-b.hi)
+			if w > 0 {
+				copy(o[b.lo-w:], b.cons[b.lo:b.lo+w])
+				copy(o[b.lo:], b.cons[b.lo-w:b.lo])
+				copy(o[b.hi-w:], b.cons[b.hi:b.hi+w])
+				copy(o[b.hi:], b.cons[b.hi-w:b.hi])
+			}
+			res.Order[l] = o
+			if n >= 2 {
+				d += float64(rankvote.Footrule(o, b.pos)) / b.maxF()
+			}
+		}
+		return d / float64(max(counted, 1))
+	}
+	lo, hi := 0.0, 0.5
+	for range 30 {
+		mid := (lo + hi) / 2
+		if craft(mid) <= res.Target {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	res.Distance = craft(lo)
+	return res
 }

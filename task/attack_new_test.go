@@ -523,3 +523,61 @@ func TestFRLAdaptiveNoise(t *testing.T) {
 		}
 	}
 }
+
+func TestFRLAdaptiveRotate(t *testing.T) {
+	tk := smallFRL(t)
+	honest := trainedBy(t, tk, 4)
+	p := Poison{Attack: AttackAdaptiveRotate, Job: jobOf(tk, 0), Honest: honest, Attackers: 2, Voters: 8}
+	r, err := tk.Adaptive(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := footruleDistance(r.Order, r.Consensus); d > r.Target || math.Abs(d-r.Distance) > 1e-12 || d == 0 {
+		t.Errorf("distance %v (reported %v), target %v", d, r.Distance, r.Target)
+	}
+	// Every edge that moves moves w positions across a boundary of the
+	// mask, and as many leave the mask as enter it.
+	flips := 0
+	for l, order := range r.Order {
+		on := tk.net.Layers[l].On
+		pos := make([]int, len(order))
+		for i, e := range r.Consensus[l] {
+			pos[e] = i
+		}
+		w, in, out := 0, 0, 0
+		for i, e := range order {
+			d := i - pos[e]
+			if d == 0 {
+				continue
+			}
+			if w == 0 {
+				w = max(d, -d)
+			}
+			if max(d, -d) != w || on[i] == on[pos[e]] {
+				t.Fatalf("layer %d: edge %d moved from %d to %d (w %d): not across a boundary by w", l, e, pos[e], i, w)
+			}
+			if on[i] {
+				in++
+			} else {
+				out++
+			}
+		}
+		if in != out {
+			t.Errorf("layer %d: %d edges enter the mask, %d leave", l, in, out)
+		}
+		flips += in + out
+	}
+	if flips == 0 {
+		t.Error("no edge crosses a boundary")
+	}
+	out, err := tk.Poison(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acceptedByAll(t, tk, out)
+	tiny := p
+	tiny.Target = 1e-12
+	if rt, err := tk.Adaptive(tiny); err != nil || footruleDistance(rt.Order, rt.Consensus) != 0 {
+		t.Errorf("tiny target: distance %v (%v)", rt.Distance, err)
+	}
+}
