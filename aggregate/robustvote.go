@@ -210,3 +210,68 @@ func (v *ClampedVote) Dropped() []string { return v.drops.list() }
 
 // Finalize implements Aggregator.
 func (v *ClampedVote) Finalize() ([]byte, error) { return v.finalizeFiltered(v.vote) }
+
+// SignVote is the "vote-sign" aggregator (rankvote.SignVote): vote-robust's
+// filter, then each kept voter counts +1 or -1 for the direction in which it
+// moved each edge from the round's global ranking, and an edge moves by a
+// step times the mean of those signs, so that a coalition of m of the kk
+// kept voters moves no edge's aggregate position by more than m/kk of the
+// step. Dropped voters are reported as for vote-robust. Not streaming: see
+// the memory note above.
+type SignVote struct {
+	rankingInput
+	vote   *rankvote.SignVote
+	global [][]uint32 // the round's global rankings, which the voters moved from
+}
+
+// NewSignVote returns the "vote-sign" aggregator for networks of spec with
+// step alpha (rankvote.DefaultClampAlpha when 0) times the median voter's
+// mean distance from the median positions.
+func NewSignVote(spec Spec, alpha float64) (*SignVote, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if alpha == 0 {
+		alpha = rankvote.DefaultClampAlpha
+	}
+	if !(alpha > 0) || alpha > 1e6 {
+		return nil, fmt.Errorf("aggregate: vote-sign: alpha %v, want a positive number", alpha)
+	}
+	spec = spec.clone()
+	v := &SignVote{vote: rankvote.NewSignVote(spec.Layers(), alpha)}
+	v.rankingInput = rankingInput{spec: spec, count: v.vote, dec: updateDecoder{spec: spec}}
+	return v, nil
+}
+
+// Name implements Aggregator.
+func (v *SignVote) Name() string { return "vote-sign" }
+
+// Begin implements Aggregator: it also decodes the round's global rankings,
+// from which the vote counts each voter's moves.
+func (v *SignVote) Begin(round uint64, global []byte) error {
+	g, err := v.spec.DecodeFRLModel(global, nil)
+	if err != nil {
+		return err
+	}
+	if err := v.rankingInput.Begin(round, global); err != nil {
+		return err
+	}
+	v.global = g
+	if err := v.vote.SetPrevious(g); err != nil {
+		return fmt.Errorf("aggregate: vote-sign: the round's global model: %w", err)
+	}
+	return nil
+}
+
+// Kept reports, for each update of the round in the order of Add, whether the
+// last Finalize counted it.
+func (v *SignVote) Kept() []bool { return v.vote.Kept() }
+
+// Radius is the step of every layer in the last Finalize.
+func (v *SignVote) Radius() []uint32 { return v.vote.Radius() }
+
+// Dropped implements DropReporter: the voters the last Finalize filtered out.
+func (v *SignVote) Dropped() []string { return v.drops.list() }
+
+// Finalize implements Aggregator.
+func (v *SignVote) Finalize() ([]byte, error) { return v.finalizeFiltered(v.vote) }
