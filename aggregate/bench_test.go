@@ -89,7 +89,6 @@ func BenchmarkAggregators(b *testing.B) {
 		{"vote-robust", true, func() (Aggregator, error) { return NewFilteredVote(benchSpec) }},
 		{"vote-median", true, func() (Aggregator, error) { return NewMedianVote(benchSpec) }},
 		{"vote-clamp", true, func() (Aggregator, error) { return NewClampedVote(benchSpec, 0) }},
-		{"vote-sign", true, func() (Aggregator, error) { return NewSignVote(benchSpec, 0) }},
 		{"fedavg", false, func() (Aggregator, error) { return NewFedAvg(benchSpec) }},
 		{"median", false, func() (Aggregator, error) { return NewMedian(benchSpec) }},
 		{"trimmed-mean", false, func() (Aggregator, error) { return NewTrimmedMean(benchSpec, 0.4) }},

@@ -48,7 +48,6 @@ func TestRankingAggregatorsDecodeDelta(t *testing.T) {
 		func() (Aggregator, error) { return NewFilteredVote(spec) },
 		func() (Aggregator, error) { return NewMedianVote(spec) },
 		func() (Aggregator, error) { return NewClampedVote(spec, 0) },
-		func() (Aggregator, error) { return NewSignVote(spec, 0) },
 	}
 	var c rankvote.DeltaCoder
 	for _, mk := range makers {

@@ -36,14 +36,6 @@ func TestFilteredVoteReportsDroppedVoters(t *testing.T) {
 		} {
 			return must(NewClampedVote(four, 0))
 		},
-		// vote-sign too.
-		func() interface {
-			Aggregator
-			DropReporter
-			Kept() []bool
-		} {
-			return must(NewSignVote(four, 0))
-		},
 	} {
 		v := mk()
 		t.Run(v.Name(), func(t *testing.T) { testReportsDroppedVoters(t, four, v) })
@@ -178,7 +170,7 @@ func TestMultiKrumReportsDroppedUpdates(t *testing.T) {
 func TestDropReporters(t *testing.T) {
 	for _, a := range allAggregators() {
 		_, ok := a.(DropReporter)
-		if want := a.Name() == "vote-robust" || a.Name() == "vote-clamp" || a.Name() == "vote-sign" || a.Name() == "multi-krum"; ok != want {
+		if want := a.Name() == "vote-robust" || a.Name() == "vote-clamp" || a.Name() == "multi-krum"; ok != want {
 			t.Errorf("%s: DropReporter %v, want %v", a.Name(), ok, want)
 		}
 		if r, ok := a.(DropReporter); ok {

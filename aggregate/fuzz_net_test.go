@@ -119,7 +119,6 @@ func netAggregators(t *testing.T) []Aggregator {
 		func(s Spec) (Aggregator, error) { return NewMedianVote(s) },
 		func(s Spec) (Aggregator, error) { return NewTrimmedVote(s, 0.2) },
 		func(s Spec) (Aggregator, error) { return NewClampedVote(s, 0) },
-		func(s Spec) (Aggregator, error) { return NewSignVote(s, 0) },
 		func(s Spec) (Aggregator, error) { return NewFedAvg(s) },
 		func(s Spec) (Aggregator, error) { return NewMedian(s) },
 		func(s Spec) (Aggregator, error) { return NewTrimmedMean(s, 0.2) },

@@ -160,7 +160,7 @@ func TestMultiKrumHandComputed(t *testing.T) {
 // maker of its update kind.
 func allAggregators() []Aggregator {
 	return []Aggregator{
-		must(NewVote(tiny)), must(NewFilteredVote(tiny)), must(NewMedianVote(tiny)), must(NewTrimmedVote(tiny, 0.2)), must(NewClampedVote(tiny, 0)), must(NewSignVote(tiny, 0)),
+		must(NewVote(tiny)), must(NewFilteredVote(tiny)), must(NewMedianVote(tiny)), must(NewTrimmedVote(tiny, 0.2)), must(NewClampedVote(tiny, 0)),
 		must(NewFedAvg(tiny)), must(NewMedian(tiny)), must(NewTrimmedMean(tiny, 0.2)), must(NewMultiKrum(tiny, -1, 0)),
 	}
 }

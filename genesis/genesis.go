@@ -230,7 +230,7 @@ type scenario struct {
 
 // scenarios are the simulator's (simnet/builtin*.go) of the same names.
 var scenarios = map[string]scenario{
-	"frl-mnist":    {aggregations: []string{"vote-clamp", "vote-robust", "vote", "vote-median", "vote-sign"}},
+	"frl-mnist":    {aggregations: []string{"vote-clamp", "vote-robust", "vote", "vote-median"}},
 	"fedavg-mnist": {aggregations: []string{"fedavg", "median", "trimmed-mean", "multi-krum"}},
 	"lora-mnist":   {aggregations: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeFedAvg}, lora: true},
 }

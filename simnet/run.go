@@ -190,8 +190,6 @@ func aggregatorParams(name string) string {
 		return "edges ordered by their median position; trim_fraction=0.5"
 	case "vote-clamp":
 		return fmt.Sprintf("vote-robust's filter (hampel_k=%.4g), then a borda count of the kept rankings with every position clamped to within c of the edge's median position; c = alpha x the median kept voter's mean distance from the median positions, alpha=%g", rankvote.HampelK, rankvote.DefaultClampAlpha)
-	case "vote-sign":
-		return fmt.Sprintf("vote-robust's filter (hampel_k=%.4g), then every edge moves from its place in the round's global ranking by eta x the mean over the kept rankings of the sign of their move of it; eta = alpha x the median kept voter's mean distance from the median positions, alpha=%g", rankvote.HampelK, rankvote.DefaultClampAlpha)
 	case "fedavg":
 		return "average weighted by sample counts"
 	case "median":

@@ -251,7 +251,6 @@ var frlAggregators = []namedAggregator{
 	{"vote-robust", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewFilteredVote(s) }},
 	{"vote", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewVote(s) }},
 	{"vote-median", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewMedianVote(s) }},
-	{"vote-sign", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewSignVote(s, 0) }},
 }
 
 // Spec is the network identity (sizes and seed) the task's payloads use.
