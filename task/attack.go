@@ -52,7 +52,8 @@ const (
 )
 
 // AttackAdaptiveRotate knows a vote that counts only the direction of each
-// voter's move of an edge (a sign vote): it stays inside vote-robust's
+// voter's move of an edge (a sign vote, "vote-sign" of commit feed6b6,
+// screened and dropped: BENCHMARKS.md, issue 9): it stays inside vote-robust's
 // distance limit as AttackAdaptive does, and, in every layer, swaps the
 // w positions just inside each boundary of the mask with the w just outside
 // it, so that every edge near a boundary is moved the harmful way.
