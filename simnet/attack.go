@@ -60,6 +60,12 @@ var attackDefs = []attackDef{
 		[]task.UpdateKind{task.Rankings}, poisonForge, nil},
 	{Info{task.AttackAdaptive, fmt.Sprintf("knows vote-robust's filter: from min(attackers, per-round) honestly trained attacker clients, estimates the consensus and the distance limit, and all send the consensus with edges moved across the mask's boundaries (kept ones their training made more useful out, unkept ones it made less useful in, cheapest first), as far as the Borda count needs, up to T x the estimated limit; adaptive:T, default T = %g", task.DefaultAdaptiveTarget)},
 		[]task.UpdateKind{task.Rankings}, poisonCollective, floatArg(func(p *task.Poison, v float64) { p.Target = v })},
+	{Info{task.AttackAdaptiveSplit, "as adaptive, but the edges to move are dealt out among the round's attackers, each edge moved by G of them (as far as G votes need), so that their rankings are no more alike than honest ones (against a filter on how alike voters are); adaptive-split:G, default G = 1"},
+		[]task.UpdateKind{task.Rankings}, poisonCollective, intArg(func(p *task.Poison, v int) { p.Group = v })},
+	{Info{task.AttackAdaptiveNoise, fmt.Sprintf("as adaptive, all sending the same moves on 1-Q of vote-robust's distance budget, and each its own harmless moves (edges in the mask's unkept middle moved by the estimated clamp radius of vote-clamp) on the rest: their push stays shared, their rankings are no more alike than honest ones; the strongest attack found on vote-clamp; adaptive-noise:Q, default Q = %g", task.DefaultAdaptiveNoise)},
+		[]task.UpdateKind{task.Rankings}, poisonCollective, shareArg(func(p *task.Poison, v float64) { p.Noise = v })},
+	{Info{task.AttackAdaptiveRotate, fmt.Sprintf("knows a sign vote (only the direction of each move counts): within T x vote-robust's estimated distance limit as adaptive, all send the consensus with the w positions just inside each boundary of the mask swapped with the w just outside it, w as large as the limit allows; adaptive-rotate:T, default T = %g", task.DefaultAdaptiveTarget)},
+		[]task.UpdateKind{task.Rankings}, poisonCollective, floatArg(func(p *task.Poison, v float64) { p.Target = v })},
 	{Info{task.AttackSignFlip, fmt.Sprintf("sign flip with scaling: sends global - %g x (trained - global)", float64(task.DefaultFlipScale))},
 		[]task.UpdateKind{task.Weights}, poisonOwn, nil},
 	{Info{task.AttackNoise, fmt.Sprintf("additive Gaussian noise: sends the trained weights + N(0, %g^2) each", float64(task.DefaultNoiseSigma))},
@@ -82,6 +88,30 @@ func floatArg(set func(p *task.Poison, v float64)) func(p *task.Poison, param st
 		v, err := strconv.ParseFloat(param, 64)
 		if err != nil || !(v > 0) || math.IsInf(v, 1) {
 			return fmt.Errorf("parameter %q, want a positive number", param)
+		}
+		set(p, v)
+		return nil
+	}
+}
+
+// intArg reads a positive integer.
+func intArg(set func(p *task.Poison, v int)) func(p *task.Poison, param string) error {
+	return func(p *task.Poison, param string) error {
+		v, err := strconv.Atoi(param)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("parameter %q, want a positive integer", param)
+		}
+		set(p, v)
+		return nil
+	}
+}
+
+// shareArg reads a number in (0, 1).
+func shareArg(set func(p *task.Poison, v float64)) func(p *task.Poison, param string) error {
+	return func(p *task.Poison, param string) error {
+		v, err := strconv.ParseFloat(param, 64)
+		if err != nil || !(v > 0 && v < 1) {
+			return fmt.Errorf("parameter %q, want a share in (0, 1)", param)
 		}
 		set(p, v)
 		return nil
@@ -345,6 +375,22 @@ func (a *attack) collective(job task.Job) ([]byte, error) {
 			j.Seed = trainSeed(a.seed, job.Round, j.Client)
 			h.payload, h.err = a.task.Train(j)
 		})
+	}
+	if a.poison.Attack == task.AttackAdaptiveSplit || a.poison.Attack == task.AttackAdaptiveNoise {
+		// Each attacker sends its own share of the moves.
+		honest := make([][]byte, len(rp.honest))
+		for k := range rp.honest {
+			if err := rp.honest[k].err; err != nil {
+				return nil, fmt.Errorf("simnet: honest training of attacker %d: %w", rp.trained[k], err)
+			}
+			honest[k] = rp.honest[k].payload
+		}
+		first := rp.clients[0]
+		p := a.poison
+		p.Job = task.Job{Client: first, Round: job.Round, Model: rp.model, Seed: trainSeed(a.seed, job.Round, first)}
+		p.Honest = honest
+		p.Attackers, p.Voters, p.Index = len(rp.clients), a.perRound, me
+		return a.task.Poison(p)
 	}
 	rp.out.once.Do(func() {
 		honest := make([][]byte, len(rp.honest))

@@ -193,6 +193,9 @@ func TestCollectiveAttackers(t *testing.T) {
 	}{
 		{tasks[0], task.AttackReverse, task.Poison{Attack: task.AttackReverse}},
 		{tasks[0], "adaptive:0.5", task.Poison{Attack: task.AttackAdaptive, Target: 0.5}},
+		{tasks[0], "adaptive-split", task.Poison{Attack: task.AttackAdaptiveSplit}},
+		{tasks[0], "adaptive-noise:0.8", task.Poison{Attack: task.AttackAdaptiveNoise, Noise: 0.8}},
+		{tasks[0], "adaptive-rotate", task.Poison{Attack: task.AttackAdaptiveRotate}},
 		{tasks[1], task.AttackMinMax, task.Poison{Attack: task.AttackMinMax}},
 		{tasks[1], "minsum:sign", task.Poison{Attack: task.AttackMinSum, Deviation: task.DeviationSign}},
 	} {
@@ -229,11 +232,25 @@ func TestCollectiveAttackers(t *testing.T) {
 				}
 				honest = append(honest, h)
 			}
-			p := tc.poison
-			p.Job, p.Honest, p.Attackers, p.Voters = job(attackers[0]), honest, len(attackers), cfg.PerRound
-			want, err := tk.Poison(p)
-			if err != nil {
-				t.Fatal(err)
+			// The variants of adaptive send every attacker its own
+			// update: the poisoning with its place among the round's
+			// attackers (ascending) as Index; the others one update.
+			own := tc.poison.Attack == task.AttackAdaptiveSplit || tc.poison.Attack == task.AttackAdaptiveNoise
+			wants := make([][]byte, len(attackers))
+			for i := range attackers {
+				p := tc.poison
+				p.Job, p.Honest, p.Attackers, p.Voters = job(attackers[0]), honest, len(attackers), cfg.PerRound
+				if own {
+					p.Index = i
+				}
+				w, err := tk.Poison(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wants[i] = w
+			}
+			if own && len(attackers) > 1 && string(wants[0]) == string(wants[1]) {
+				t.Fatalf("%s round %d: two attackers send the same update", tc.attack, round)
 			}
 			// All of them at once, in any order, as on the worker pool.
 			got := make([][]byte, len(attackers))
@@ -244,7 +261,7 @@ func TestCollectiveAttackers(t *testing.T) {
 			}
 			wg.Wait()
 			for i := range got {
-				if errs[i] != nil || string(got[i]) != string(want) {
+				if errs[i] != nil || string(got[i]) != string(wants[i]) {
 					t.Fatalf("%s round %d attacker %d: wrong update (%v)", tc.attack, round, attackers[i], errs[i])
 				}
 			}
@@ -319,6 +336,11 @@ func TestResolveAttackSettings(t *testing.T) {
 		{"frl-mnist", "labelflip", 0.3, "", ""},
 		{"frl-mnist", "adaptive", 0.2, "", ""},
 		{"frl-mnist", "adaptive:0.9", 0.2, "", ""},
+		{"frl-mnist", "adaptive-split", 0.2, "", ""},
+		{"frl-mnist", "adaptive-split:3", 0.2, "", ""},
+		{"frl-mnist", "adaptive-noise", 0.2, "", ""},
+		{"frl-mnist", "adaptive-noise:0.8", 0.2, "", ""},
+		{"frl-mnist", "adaptive-rotate:0.5", 0.2, "", ""},
 		{"fedavg-mnist", "signflip", 0.2, "", ""},
 		{"fedavg-mnist", "noise", 0.2, "", ""},
 		{"fedavg-mnist", "labelflip", 0.2, "", ""},
@@ -329,7 +351,7 @@ func TestResolveAttackSettings(t *testing.T) {
 		{"fedavg-mnist", "minmax:unit", 0.2, "", ""},
 		{"fedavg-mnist", "minsum:sign", 0.2, "", ""},
 		{"frl-mnist", "reverse", 0, "attackers", "without a fraction of attackers"},
-		{"frl-mnist", "", 0.2, "attack", "without an attack (have: reverse, random, adaptive, signflip, noise, scale, boost, minmax, minsum, labelflip)"},
+		{"frl-mnist", "", 0.2, "attack", "without an attack (have: reverse, random, adaptive, adaptive-split, adaptive-noise, adaptive-rotate, signflip, noise, scale, boost, minmax, minsum, labelflip)"},
 		{"frl-mnist", "bogus", 0.2, "attack", `unknown attack "bogus"`},
 		{"frl-mnist", "bogus:1", 0.2, "attack", `unknown attack "bogus:1"`},
 		{"frl-mnist", "reverse:2", 0.2, "attack", `attack "reverse" takes no parameter`},
@@ -337,8 +359,12 @@ func TestResolveAttackSettings(t *testing.T) {
 		{"fedavg-mnist", "scale:", 0.2, "attack", `attack "scale": parameter "", want a positive number`},
 		{"fedavg-mnist", "minmax:mean", 0.2, "attack", `attack "minmax": parameter "mean", want unit, std or sign`},
 		{"frl-mnist", "adaptive:x", 0.2, "attack", `attack "adaptive": parameter "x"`},
-		{"frl-mnist", "signflip", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, labelflip)"},
-		{"frl-mnist", "minmax:std", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, labelflip)"},
+		{"frl-mnist", "adaptive-split:0", 0.2, "attack", `attack "adaptive-split": parameter "0", want a positive integer`},
+		{"frl-mnist", "adaptive-split:1.5", 0.2, "attack", `attack "adaptive-split": parameter "1.5", want a positive integer`},
+		{"frl-mnist", "adaptive-noise:1", 0.2, "attack", `attack "adaptive-noise": parameter "1", want a share in (0, 1)`},
+		{"frl-mnist", "adaptive-noise:0", 0.2, "attack", `attack "adaptive-noise": parameter "0", want a share in (0, 1)`},
+		{"frl-mnist", "signflip", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, adaptive-split, adaptive-noise, adaptive-rotate, labelflip)"},
+		{"frl-mnist", "minmax:std", 0.2, "attack", "updates are rankings (its attacks: reverse, random, adaptive, adaptive-split, adaptive-noise, adaptive-rotate, labelflip)"},
 		{"fedavg-mnist", "reverse", 0.2, "attack", "updates are weights (its attacks: signflip, noise, scale, boost, minmax, minsum, labelflip)"},
 		{"fedavg-mnist", "adaptive", 0.2, "attack", "updates are weights"},
 		{"frl-mnist", "reverse", 0.0001, "attackers", "no attacker at all"},
@@ -379,7 +405,7 @@ func TestAttacksListed(t *testing.T) {
 			t.Errorf("%s has no description", a.Name)
 		}
 	}
-	if got := strings.Join(names, ","); got != "reverse,random,adaptive,signflip,noise,scale,boost,minmax,minsum,labelflip" {
+	if got := strings.Join(names, ","); got != "reverse,random,adaptive,adaptive-split,adaptive-noise,adaptive-rotate,signflip,noise,scale,boost,minmax,minsum,labelflip" {
 		t.Fatalf("attacks %s", got)
 	}
 	if got := AttackerCount(0.29, 100); got != 29 {

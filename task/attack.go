@@ -36,6 +36,29 @@ const (
 	AttackLabelFlip = "labelflip" // both: honest training on flipped labels (TrainFlipped)
 )
 
+// The adaptive attack's variants against a filter on how alike the voters'
+// rankings are (BENCHMARKS.md, issue 9): the round's attackers send
+// different rankings.
+const (
+	// AttackAdaptiveSplit is AttackAdaptive with the edges to move dealt out
+	// among the round's attackers, each moved by Group of them.
+	AttackAdaptiveSplit = "adaptive-split"
+	// AttackAdaptiveNoise is AttackAdaptive whose attackers all send the
+	// same moves on a share 1-Noise of the distance budget, and each its
+	// own moves, of edges inside the mask's unkept middle by the estimated
+	// clamp radius, on the rest: their push is shared, their rankings are
+	// not alike.
+	AttackAdaptiveNoise = "adaptive-noise"
+)
+
+// AttackAdaptiveRotate knows a vote that counts only the direction of each
+// voter's move of an edge (a sign vote, "vote-sign" of commit feed6b6,
+// screened and dropped: BENCHMARKS.md, issue 9): it stays inside vote-robust's
+// distance limit as AttackAdaptive does, and, in every layer, swaps the
+// w positions just inside each boundary of the mask with the w just outside
+// it, so that every edge near a boundary is moved the harmful way.
+const AttackAdaptiveRotate = "adaptive-rotate"
+
 // Default strengths of the dense attacks.
 const (
 	// DefaultFlipScale makes a sign-flipping attacker step 10 times as far as
@@ -94,6 +117,13 @@ type Poison struct {
 	// Target is the fraction of its estimate of the vote-robust distance
 	// limit that AttackAdaptive aims at; 0 means DefaultAdaptiveTarget.
 	Target float64
+	// Index is the attacker's place among the round's Attackers (0-based),
+	// and Group how many of them move each edge, for AttackAdaptiveSplit
+	// (0 means 1: each edge is moved by one attacker).
+	Index, Group int
+	// Noise is the share of the distance budget AttackAdaptiveNoise spends
+	// on each attacker's own moves; 0 means DefaultAdaptiveNoise.
+	Noise float64
 }
 
 // Attackable is the optional interface of a Task whose updates simulated
@@ -163,7 +193,7 @@ func (t *FRL) Poison(p Poison) ([]byte, error) {
 			rng.Shuffle(n, func(i, j int) { o[i], o[j] = o[j], o[i] })
 			order[l] = o
 		}
-	case AttackAdaptive:
+	case AttackAdaptive, AttackAdaptiveSplit, AttackAdaptiveNoise, AttackAdaptiveRotate:
 		a, err := t.Adaptive(p)
 		if err != nil {
 			return nil, err

@@ -402,3 +402,182 @@ func TestEstimateLimit(t *testing.T) {
 		t.Error("no distances: want 0")
 	}
 }
+
+// maskOf is, per layer, whether each edge is in the mask of ranking r.
+func (t *FRL) maskOf(r [][]uint32) [][]bool {
+	out := make([][]bool, len(r))
+	for l, order := range r {
+		on := t.net.Layers[l].On
+		out[l] = make([]bool, len(order))
+		for i, e := range order {
+			out[l][e] = on[i]
+		}
+	}
+	return out
+}
+
+func TestFRLAdaptiveSplit(t *testing.T) {
+	tk := smallFRL(t)
+	honest := trainedBy(t, tk, 4)
+	const m = 3
+	base := Poison{Attack: AttackAdaptive, Job: jobOf(tk, 0), Honest: honest, Attackers: m, Voters: 8}
+	whole, err := tk.Adaptive(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each edge moved by all m attackers is the adaptive attack.
+	p := base
+	p.Attack, p.Group = AttackAdaptiveSplit, m
+	for i := range m {
+		p.Index = i
+		r, err := tk.Adaptive(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := range r.Order {
+			if !slices.Equal(r.Order[l], whole.Order[l]) {
+				t.Fatalf("group %d, attacker %d: layer %d differs from adaptive", m, i, l)
+			}
+		}
+	}
+	// Each edge moved by one: the attackers' rankings differ, each within
+	// the target, and each a valid update.
+	p.Group = 1
+	var outs [][]byte
+	for i := range m {
+		p.Index = i
+		r, err := tk.Adaptive(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := footruleDistance(r.Order, r.Consensus); d > r.Target || math.Abs(d-r.Distance) > 1e-12 {
+			t.Errorf("attacker %d: distance %v, target %v", i, d, r.Target)
+		}
+		if slices.Equal(r.Moved, make([]int, len(r.Moved))) {
+			t.Errorf("attacker %d moved nothing", i)
+		}
+		out, err := tk.Poison(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acceptedByAll(t, tk, out)
+		for j, o := range outs {
+			if bytes.Equal(o, out) {
+				t.Errorf("attackers %d and %d send the same ranking", j, i)
+			}
+		}
+		outs = append(outs, out)
+	}
+	p.Index = m
+	if _, err := tk.Adaptive(p); err == nil {
+		t.Error("attacker index m accepted")
+	}
+}
+
+func TestFRLAdaptiveNoise(t *testing.T) {
+	tk := smallFRL(t)
+	honest := trainedBy(t, tk, 4)
+	const m = 3
+	p := Poison{Attack: AttackAdaptiveNoise, Job: jobOf(tk, 0), Honest: honest, Attackers: m, Voters: 8, Noise: 0.5}
+	// The shared moves: the adaptive attack on half the budget.
+	shared, err := tk.Adaptive(Poison{Attack: AttackAdaptive, Job: p.Job, Honest: honest, Attackers: m, Voters: 8, Target: 0.5 * DefaultAdaptiveTarget})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tk.maskOf(shared.Order)
+	var orders [][][]uint32
+	for i := range m {
+		p.Index = i
+		r, err := tk.Adaptive(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := footruleDistance(r.Order, r.Consensus); d > r.Target || math.Abs(d-r.Distance) > 1e-12 || d <= shared.Distance {
+			t.Errorf("attacker %d: distance %v, target %v, shared moves alone %v", i, d, r.Target, shared.Distance)
+		}
+		// Its own moves stay inside the unkept middle: the mask is the
+		// shared moves' mask.
+		got := tk.maskOf(r.Order)
+		for l := range got {
+			if !slices.Equal(got[l], want[l]) {
+				t.Errorf("attacker %d, layer %d: own moves changed the mask", i, l)
+			}
+		}
+		for j, o := range orders {
+			if slices.EqualFunc(o, r.Order, slices.Equal) {
+				t.Errorf("attackers %d and %d send the same ranking", j, i)
+			}
+		}
+		orders = append(orders, r.Order)
+		out, err := tk.Poison(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acceptedByAll(t, tk, out)
+	}
+	for _, q := range []float64{-1, 1, 2} {
+		bad := p
+		bad.Noise = q
+		if _, err := tk.Adaptive(bad); err == nil {
+			t.Errorf("noise share %v accepted", q)
+		}
+	}
+}
+
+func TestFRLAdaptiveRotate(t *testing.T) {
+	tk := smallFRL(t)
+	honest := trainedBy(t, tk, 4)
+	p := Poison{Attack: AttackAdaptiveRotate, Job: jobOf(tk, 0), Honest: honest, Attackers: 2, Voters: 8}
+	r, err := tk.Adaptive(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := footruleDistance(r.Order, r.Consensus); d > r.Target || math.Abs(d-r.Distance) > 1e-12 || d == 0 {
+		t.Errorf("distance %v (reported %v), target %v", d, r.Distance, r.Target)
+	}
+	// Every edge that moves moves w positions across a boundary of the
+	// mask, and as many leave the mask as enter it.
+	flips := 0
+	for l, order := range r.Order {
+		on := tk.net.Layers[l].On
+		pos := make([]int, len(order))
+		for i, e := range r.Consensus[l] {
+			pos[e] = i
+		}
+		w, in, out := 0, 0, 0
+		for i, e := range order {
+			d := i - pos[e]
+			if d == 0 {
+				continue
+			}
+			if w == 0 {
+				w = max(d, -d)
+			}
+			if max(d, -d) != w || on[i] == on[pos[e]] {
+				t.Fatalf("layer %d: edge %d moved from %d to %d (w %d): not across a boundary by w", l, e, pos[e], i, w)
+			}
+			if on[i] {
+				in++
+			} else {
+				out++
+			}
+		}
+		if in != out {
+			t.Errorf("layer %d: %d edges enter the mask, %d leave", l, in, out)
+		}
+		flips += in + out
+	}
+	if flips == 0 {
+		t.Error("no edge crosses a boundary")
+	}
+	out, err := tk.Poison(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acceptedByAll(t, tk, out)
+	tiny := p
+	tiny.Target = 1e-12
+	if rt, err := tk.Adaptive(tiny); err != nil || footruleDistance(rt.Order, rt.Consensus) != 0 {
+		t.Errorf("tiny target: distance %v (%v)", rt.Distance, err)
+	}
+}
