@@ -18,14 +18,7 @@ func TestRankingAggregatorsDecodeDelta(t *testing.T) {
 	spec := Spec{Seed: 3, Sizes: []int{30, 20, 5}}
 	layers := spec.Layers()
 	rng := rand.New(rand.NewPCG(1, 2))
-	perm := func(n int) []uint32 {
-		p := make([]uint32, n)
-		for i := range p {
-			p[i] = uint32(i)
-		}
-		rng.Shuffle(n, func(i, j int) { p[i], p[j] = p[j], p[i] })
-		return p
-	}
+	perm := func(n int) []uint32 { return randPerm(rng, n) }
 	global := make([][]uint32, len(layers))
 	for l, n := range layers {
 		global[l] = perm(n)
@@ -142,4 +135,14 @@ func TestRankingAggregatorsDecodeDelta(t *testing.T) {
 	if got, err := spec.DecodeFRLUpdateAgainst(d, nil, global, nil); err != nil || fmt.Sprint(got) != fmt.Sprint(voters[0]) {
 		t.Errorf("round trip: %v", err)
 	}
+}
+
+// randPerm is a random permutation of 0..n-1 drawn from rng.
+func randPerm(rng *rand.Rand, n int) []uint32 {
+	p := make([]uint32, n)
+	for i := range p {
+		p[i] = uint32(i)
+	}
+	rng.Shuffle(n, func(i, j int) { p[i], p[j] = p[j], p[i] })
+	return p
 }

@@ -19,14 +19,7 @@ func TestPredecoderSameModels(t *testing.T) {
 	spec := Spec{Seed: 3, Sizes: []int{40, 30, 5}}
 	layers := spec.Layers()
 	rng := rand.New(rand.NewPCG(5, 6))
-	perm := func(n int) []uint32 {
-		p := make([]uint32, n)
-		for i := range p {
-			p[i] = uint32(i)
-		}
-		rng.Shuffle(n, func(i, j int) { p[i], p[j] = p[j], p[i] })
-		return p
-	}
+	perm := func(n int) []uint32 { return randPerm(rng, n) }
 	bounds := make([][]uint32, len(layers))
 	for l, n := range layers {
 		bounds[l] = rankvote.UniformBounds(n, 4)

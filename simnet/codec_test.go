@@ -12,17 +12,7 @@ import (
 // attacks that decode the attackers' own trained rankings work with it.
 func TestDeltaCodecSameModelFewerBytes(t *testing.T) {
 	run := func(codec, attack string) *Report {
-		fc := task.DefaultFRL(3)
-		fc.Name, fc.Sizes, fc.Codec = "frl-small", []int{16, 32, 3}, codec
-		tk, err := task.NewFRL(fc, smallData(t, 20))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := attackConfig(attack, 0.2)
-		if attack == "" {
-			cfg.Attackers = 0
-		}
-		cfg.Aggregator, cfg.Rounds = "vote-clamp", 4
+		tk, cfg := smallCodecRun(t, codec, attack)
 		rep, err := simulate(context.Background(), cfg, tk, nil, simOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -68,17 +58,7 @@ func TestDeltaCodecSameModelFewerBytes(t *testing.T) {
 // give the run the aggregator's own decoding gives, round by round.
 func TestPredecodedRunIsTheSame(t *testing.T) {
 	run := func(codec, attack string, noPredecode bool) (*Report, int) {
-		fc := task.DefaultFRL(3)
-		fc.Name, fc.Sizes, fc.Codec = "frl-small", []int{16, 32, 3}, codec
-		tk, err := task.NewFRL(fc, smallData(t, 20))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := attackConfig(attack, 0.2)
-		if attack == "" {
-			cfg.Attackers = 0
-		}
-		cfg.Aggregator, cfg.Rounds = "vote-clamp", 4
+		tk, cfg := smallCodecRun(t, codec, attack)
 		s, err := newSim(context.Background(), cfg, tk, nil, simOptions{noPredecode: noPredecode})
 		if err != nil {
 			t.Fatal(err)
@@ -108,4 +88,22 @@ func TestPredecodedRunIsTheSame(t *testing.T) {
 			t.Logf("%s %q: %d updates predecoded", codec, attack, hits)
 		}
 	}
+}
+
+// smallCodecRun is the small FRL task with the given ranking codec and a
+// 4-round vote-clamp config, with 20% attackers running attack ("": none).
+func smallCodecRun(t *testing.T, codec, attack string) (*task.FRL, Config) {
+	t.Helper()
+	fc := task.DefaultFRL(3)
+	fc.Name, fc.Sizes, fc.Codec = "frl-small", []int{16, 32, 3}, codec
+	tk, err := task.NewFRL(fc, smallData(t, 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := attackConfig(attack, 0.2)
+	if attack == "" {
+		cfg.Attackers = 0
+	}
+	cfg.Aggregator, cfg.Rounds = "vote-clamp", 4
+	return tk, cfg
 }

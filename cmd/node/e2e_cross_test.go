@@ -140,15 +140,15 @@ func TestE2ECrossArch(t *testing.T) {
 	}
 }
 
-// setProfile sets the profile of the node configuration in home.
-func setProfile(tb testing.TB, home, profile string) {
+// editConfig changes the node configuration in home.
+func editConfig(tb testing.TB, home string, edit func(*daemon.Config)) {
 	tb.Helper()
 	path := filepath.Join(home, daemon.ConfigFile)
 	cfg, err := daemon.LoadConfig(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg.Profile = profile
+	edit(&cfg)
 	b, err := cfg.Encode()
 	if err != nil {
 		tb.Fatal(err)
@@ -156,4 +156,10 @@ func setProfile(tb testing.TB, home, profile string) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// setProfile sets the profile of the node configuration in home.
+func setProfile(tb testing.TB, home, profile string) {
+	tb.Helper()
+	editConfig(tb, home, func(c *daemon.Config) { c.Profile = profile })
 }

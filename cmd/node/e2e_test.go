@@ -540,19 +540,7 @@ func TestE2ELoRA(t *testing.T) {
 	c := newE2ECluster(t, 5, 100)
 	c.genesis("--scenario", "lora-mnist", "--rank", "8", "--rounds", "3", "--per-round", "4", "--quorum", "4",
 		"--round-timeout", "60s", "--retry", "300ms")
-	path := filepath.Join(c.homes[4], daemon.ConfigFile)
-	cfg, err := daemon.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Train.Rank = 2
-	b, err := cfg.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	editConfig(t, c.homes[4], func(cfg *daemon.Config) { cfg.Train.Rank = 2 })
 	c.runAll(3, "")
 	// Every round merged all four updates, the rank-2 one included, and
 	// the rank-2 trainer's uploads are about a quarter of the others'.
