@@ -467,6 +467,11 @@ func (s *sim) build(prof netProfile, initial []byte) error {
 	agg.InitialModel = initial
 	agg.NewAggregator = func() (aggregate.Aggregator, error) {
 		a, err := s.task.NewAggregator(cfg.Aggregator)
+		if p, ok := a.(aggregate.Parallel); ok {
+			// Finalize runs on the event loop while the pool may be
+			// idle: it gets as many goroutines as training.
+			p.SetWorkers(cfg.Workers)
+		}
 		s.agg = a // kept for its per-round metrics
 		s.pre = nil
 		if p, ok := a.(aggregate.Predecoding); ok && !s.opts.noPredecode {
