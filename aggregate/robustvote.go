@@ -68,6 +68,9 @@ var (
 	_ Parallel = (*TrimmedVote)(nil)
 	_ Parallel = (*FilteredVote)(nil)
 	_ Parallel = (*ClampedVote)(nil)
+	_ Parallel = (*Median)(nil)
+	_ Parallel = (*TrimmedMean)(nil)
+	_ Parallel = (*MultiKrum)(nil)
 )
 
 // filteringVote is a rank vote that leaves whole voters out.

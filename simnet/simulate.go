@@ -131,6 +131,9 @@ type simOptions struct {
 	manualAggregator bool
 	// noPredecode leaves every coded update to the aggregator's own decoding.
 	noPredecode bool
+	// aggWorkers, if not 0, is the aggregator's Finalize goroutines
+	// (aggregate.Parallel) instead of cfg.Workers.
+	aggWorkers int
 }
 
 type evKind uint8
@@ -470,7 +473,11 @@ func (s *sim) build(prof netProfile, initial []byte) error {
 		if p, ok := a.(aggregate.Parallel); ok {
 			// Finalize runs on the event loop while the pool may be
 			// idle: it gets as many goroutines as training.
-			p.SetWorkers(cfg.Workers)
+			w := cfg.Workers
+			if s.opts.aggWorkers != 0 {
+				w = s.opts.aggWorkers
+			}
+			p.SetWorkers(w)
 		}
 		s.agg = a // kept for its per-round metrics
 		s.pre = nil
