@@ -21,6 +21,9 @@ const asmMin = 32
 func axpy(a float32, x, y []float32) {
 	n := len(y)
 	if n >= asmMin {
+		if axpyVector(a, x, y) {
+			return
+		}
 		impl.Saxpy(n, a, x, 1, y, 1)
 		return
 	}

@@ -1,0 +1,15 @@
+//go:build !(goexperiment.simd && amd64)
+
+package model
+
+// The portable build: no vector kernels (kernels_simd.go has them).
+
+const vectorKernels = false
+
+// axpyVector does nothing and reports false: axpy uses its portable path.
+func axpyVector(a float32, x, y []float32) bool { return false }
+
+// smUpdateRowVector does nothing and reports false: smUpdateRow runs.
+func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) bool {
+	return false
+}

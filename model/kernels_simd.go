@@ -1,0 +1,128 @@
+//go:build goexperiment.simd && amd64
+
+package model
+
+import (
+	"math"
+	"math/bits"
+	"simd/archsimd"
+)
+
+// The vector build (GOEXPERIMENT=simd, amd64): axpy's rows of asmMin
+// elements or more and the supermask score update (smUpdateRow) use
+// AVX-512 when the CPU has it, the portable code otherwise. Like gonum's
+// kernel and the scalar Go code (GOAMD64=v1 fuses nothing), they multiply,
+// round, then add and round (no fused multiply-add), element by element,
+// so their results are the portable build's bit for bit: the same models
+// and hashes (TestVectorAxpyMatchesPortable,
+// TestVectorScoreUpdateMatchesPortable, and the simulator's golden traces
+// run with GOEXPERIMENT=simd).
+
+// vectorKernels is whether axpy uses the AVX-512 kernel; tests and
+// benchmarks switch it off to time the portable path in the same run.
+var vectorKernels = archsimd.X86.AVX512()
+
+// axpyVector computes y += a*x over len(y) elements (len(x) >= len(y)) and
+// reports true, or does nothing and reports false when the vector kernel is
+// off.
+func axpyVector(a float32, x, y []float32) bool {
+	if !vectorKernels {
+		return false
+	}
+	if a == 0 {
+		return true // as gonum's Saxpy: y unchanged, even where x is not finite
+	}
+	axpy512(a, x, y)
+	return true
+}
+
+func axpy512(a float32, x, y []float32) {
+	n := len(y)
+	x = x[:n]
+	va := archsimd.BroadcastFloat32x16(a)
+	i := 0
+	for ; i+32 <= n; i += 32 {
+		x0 := archsimd.LoadFloat32x16Slice(x[i : i+16])
+		x1 := archsimd.LoadFloat32x16Slice(x[i+16 : i+32])
+		y0 := archsimd.LoadFloat32x16Slice(y[i : i+16])
+		y1 := archsimd.LoadFloat32x16Slice(y[i+16 : i+32])
+		y0.Add(x0.Mul(va)).StoreSlice(y[i : i+16])
+		y1.Add(x1.Mul(va)).StoreSlice(y[i+16 : i+32])
+	}
+	for ; i+16 <= n; i += 16 {
+		x0 := archsimd.LoadFloat32x16Slice(x[i : i+16])
+		y0 := archsimd.LoadFloat32x16Slice(y[i : i+16])
+		y0.Add(x0.Mul(va)).StoreSlice(y[i : i+16])
+	}
+	if i < n {
+		x0 := archsimd.LoadFloat32x16SlicePart(x[i:])
+		y0 := archsimd.LoadFloat32x16SlicePart(y[i:])
+		y0.Add(x0.Mul(va)).StoreSlicePart(y[i:])
+	}
+	archsimd.ClearAVXUpperBits()
+}
+
+// smUpdateRowVector is smUpdateRow with AVX-512 (16 edges a step, the same
+// operations in the same order per edge, unfused: the same bits), and
+// reports true; false, doing nothing, when the vector kernels are off.
+func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) bool {
+	if !vectorKernels {
+		return false
+	}
+	n := len(s)
+	m, w, eff, g = m[:n], w[:n], eff[:n], g[:n]
+	lo, hi := bd.lo, bd.hi
+	span := hi - lo
+	above := bd.above
+	sign := archsimd.BroadcastUint32x16(signBit)
+	abs := archsimd.BroadcastUint32x16(^uint32(signBit))
+	vmu, vlr, vwd := archsimd.BroadcastFloat32x16(mu), archsimd.BroadcastFloat32x16(lr), archsimd.BroadcastFloat32x16(wd)
+	vhi, vlo, vspan := archsimd.BroadcastUint32x16(hi), archsimd.BroadcastUint32x16(lo), archsimd.BroadcastUint32x16(span)
+	var zero archsimd.Int32x16
+	var abLanes [16]uint32
+	j := 0
+	for ; j+16 <= n; j += 16 {
+		sj := archsimd.LoadFloat32x16Slice(s[j : j+16])
+		wv := archsimd.LoadFloat32x16Slice(w[j : j+16])
+		mv := archsimd.LoadFloat32x16Slice(m[j : j+16])
+		gv := archsimd.LoadFloat32x16Slice(g[j : j+16])
+		wb := wv.AsUint32x16()
+		ws := wb.Xor(sj.AsUint32x16().And(sign)).AsFloat32x16()
+		// mu*m + (g*ws + wd*s), each product and sum rounded.
+		mj := vmu.Mul(mv).Add(gv.Mul(ws).Add(vwd.Mul(sj)))
+		mj.StoreSlice(m[j : j+16])
+		sj = sj.Sub(vlr.Mul(mj))
+		sj.StoreSlice(s[j : j+16])
+		ab := sj.AsUint32x16().And(abs)
+		// kept: int32(hi-ab) < 0, as the scalar code's arithmetic shift.
+		kept := vhi.Sub(ab).AsInt32x16().Less(zero)
+		wb.And(kept.ToInt32x16().AsUint32x16()).AsFloat32x16().StoreSlice(eff[j : j+16])
+		above += bits.OnesCount16(kept.ToBits())
+		if in := ab.Sub(vlo).LessEqual(vspan).ToBits(); in != 0 {
+			ab.Store(&abLanes)
+			for ; in != 0; in &= in - 1 {
+				k := bits.TrailingZeros16(in)
+				bd.cand = append(bd.cand, uint64(abLanes[k])<<32|uint64(first+uint32(j+k)))
+			}
+		}
+	}
+	archsimd.ClearAVXUpperBits()
+	for ; j < n; j++ {
+		sj := s[j]
+		wb := math.Float32bits(w[j])
+		ws := math.Float32frombits(wb ^ (math.Float32bits(sj) & signBit))
+		mj := mu*m[j] + (g[j]*ws + wd*sj)
+		m[j] = mj
+		sj -= lr * mj
+		s[j] = sj
+		ab := math.Float32bits(sj) &^ signBit
+		kept := uint32(int32(hi-ab) >> 31)
+		eff[j] = math.Float32frombits(wb & kept)
+		above += int(kept & 1)
+		if ab-lo <= span {
+			bd.cand = append(bd.cand, uint64(ab)<<32|uint64(first+uint32(j)))
+		}
+	}
+	bd.above = above
+	return true
+}
