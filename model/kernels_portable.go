@@ -13,3 +13,7 @@ func axpyVector(a float32, x, y []float32) bool { return false }
 func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) bool {
 	return false
 }
+
+// SetVectorKernels reports false: this build has no vector kernels (see
+// kernels_simd.go).
+func SetVectorKernels(on bool) bool { return false }

@@ -126,3 +126,12 @@ func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float
 	bd.above = above
 	return true
 }
+
+// SetVectorKernels switches the vector kernels on (if the CPU has AVX-512)
+// or off, and reports whether they are on. Results do not change; only
+// benchmarks that time both paths in one run need it. It must not be called
+// while a training or an evaluation runs.
+func SetVectorKernels(on bool) bool {
+	vectorKernels = on && archsimd.X86.AVX512()
+	return vectorKernels
+}
