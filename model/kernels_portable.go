@@ -17,3 +17,7 @@ func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float
 // SetVectorKernels reports false: this build has no vector kernels (see
 // kernels_simd.go).
 func SetVectorKernels(on bool) bool { return false }
+
+// sparseRowsVector does nothing and reports false: the caller runs axpy
+// per pixel.
+func sparseRowsVector(z, w []float32, O int, idx []uint16, val []float32) bool { return false }

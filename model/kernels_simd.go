@@ -135,3 +135,98 @@ func SetVectorKernels(on bool) bool {
 	vectorKernels = on && archsimd.X86.AVX512()
 	return vectorKernels
 }
+
+// sparseRowsVector adds val[p] × row idx[p] of w (rows of O) to z, pixel by
+// pixel in order, as axpy per pixel would (a zero val[p] skipped, as axpy
+// skips it), and reports true; false, doing nothing, when the vector
+// kernels are off or O is below asmMin (where axpy is scalar). z stays in
+// registers across the pixels, 128 columns at a time: each z[o] sees the
+// same multiplications and additions in the same order as with axpy.
+func sparseRowsVector(z, w []float32, O int, idx []uint16, val []float32) bool {
+	if !vectorKernels || O < asmMin {
+		return false
+	}
+	z = z[:O]
+	val = val[:len(idx)]
+	o := 0
+	for ; o+128 <= O; o += 128 {
+		zt := z[o : o+128]
+		a0 := archsimd.LoadFloat32x16Slice(zt[0:16])
+		a1 := archsimd.LoadFloat32x16Slice(zt[16:32])
+		a2 := archsimd.LoadFloat32x16Slice(zt[32:48])
+		a3 := archsimd.LoadFloat32x16Slice(zt[48:64])
+		a4 := archsimd.LoadFloat32x16Slice(zt[64:80])
+		a5 := archsimd.LoadFloat32x16Slice(zt[80:96])
+		a6 := archsimd.LoadFloat32x16Slice(zt[96:112])
+		a7 := archsimd.LoadFloat32x16Slice(zt[112:128])
+		for p, i := range idx {
+			v := val[p]
+			if v == 0 {
+				continue
+			}
+			va := archsimd.BroadcastFloat32x16(v)
+			r := int(i)*O + o
+			row := w[r : r+128]
+			a0 = a0.Add(archsimd.LoadFloat32x16Slice(row[0:16]).Mul(va))
+			a1 = a1.Add(archsimd.LoadFloat32x16Slice(row[16:32]).Mul(va))
+			a2 = a2.Add(archsimd.LoadFloat32x16Slice(row[32:48]).Mul(va))
+			a3 = a3.Add(archsimd.LoadFloat32x16Slice(row[48:64]).Mul(va))
+			a4 = a4.Add(archsimd.LoadFloat32x16Slice(row[64:80]).Mul(va))
+			a5 = a5.Add(archsimd.LoadFloat32x16Slice(row[80:96]).Mul(va))
+			a6 = a6.Add(archsimd.LoadFloat32x16Slice(row[96:112]).Mul(va))
+			a7 = a7.Add(archsimd.LoadFloat32x16Slice(row[112:128]).Mul(va))
+		}
+		a0.StoreSlice(zt[0:16])
+		a1.StoreSlice(zt[16:32])
+		a2.StoreSlice(zt[32:48])
+		a3.StoreSlice(zt[48:64])
+		a4.StoreSlice(zt[64:80])
+		a5.StoreSlice(zt[80:96])
+		a6.StoreSlice(zt[96:112])
+		a7.StoreSlice(zt[112:128])
+	}
+	for ; o+32 <= O; o += 32 {
+		a0 := archsimd.LoadFloat32x16Slice(z[o : o+16])
+		a1 := archsimd.LoadFloat32x16Slice(z[o+16 : o+32])
+		for p, i := range idx {
+			v := val[p]
+			if v == 0 {
+				continue
+			}
+			va := archsimd.BroadcastFloat32x16(v)
+			r := int(i)*O + o
+			a0 = a0.Add(archsimd.LoadFloat32x16Slice(w[r : r+16]).Mul(va))
+			a1 = a1.Add(archsimd.LoadFloat32x16Slice(w[r+16 : r+32]).Mul(va))
+		}
+		a0.StoreSlice(z[o : o+16])
+		a1.StoreSlice(z[o+16 : o+32])
+	}
+	if o < O {
+		// The last columns, fewer than 32: one or two vectors, the
+		// second partial.
+		m := O - o
+		a0 := archsimd.LoadFloat32x16SlicePart(z[o:O])
+		var a1 archsimd.Float32x16
+		if m > 16 {
+			a1 = archsimd.LoadFloat32x16SlicePart(z[o+16 : O])
+		}
+		for p, i := range idx {
+			v := val[p]
+			if v == 0 {
+				continue
+			}
+			va := archsimd.BroadcastFloat32x16(v)
+			r := int(i)*O + o
+			a0 = a0.Add(archsimd.LoadFloat32x16SlicePart(w[r : r+min(m, 16)]).Mul(va))
+			if m > 16 {
+				a1 = a1.Add(archsimd.LoadFloat32x16SlicePart(w[r+16 : r+m]).Mul(va))
+			}
+		}
+		a0.StoreSlicePart(z[o:O])
+		if m > 16 {
+			a1.StoreSlicePart(z[o+16 : O])
+		}
+	}
+	archsimd.ClearAVXUpperBits()
+	return true
+}
