@@ -74,6 +74,9 @@ func fill(y []float32, v float32) {
 
 // scaleInto sets y = a*x.
 func scaleInto(a float32, x, y []float32) {
+	if scaleIntoVector(a, x, y) {
+		return
+	}
 	x = x[:len(y)]
 	for i := range y {
 		y[i] = a * x[i]

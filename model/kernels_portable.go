@@ -21,3 +21,6 @@ func SetVectorKernels(on bool) bool { return false }
 // sparseRowsVector does nothing and reports false: the caller runs axpy
 // per pixel.
 func sparseRowsVector(z, w []float32, O int, idx []uint16, val []float32) bool { return false }
+
+// scaleIntoVector does nothing and reports false: scaleInto runs.
+func scaleIntoVector(a float32, x, y []float32) bool { return false }

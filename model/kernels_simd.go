@@ -230,3 +230,24 @@ func sparseRowsVector(z, w []float32, O int, idx []uint16, val []float32) bool {
 	archsimd.ClearAVXUpperBits()
 	return true
 }
+
+// scaleIntoVector sets y = a*x (one rounded product per element, as
+// scaleInto) and reports true; false, doing nothing, when the vector
+// kernels are off or y is short.
+func scaleIntoVector(a float32, x, y []float32) bool {
+	n := len(y)
+	if !vectorKernels || n < 16 {
+		return false
+	}
+	x = x[:n]
+	va := archsimd.BroadcastFloat32x16(a)
+	i := 0
+	for ; i+16 <= n; i += 16 {
+		archsimd.LoadFloat32x16Slice(x[i : i+16]).Mul(va).StoreSlice(y[i : i+16])
+	}
+	if i < n {
+		archsimd.LoadFloat32x16SlicePart(x[i:]).Mul(va).StoreSlicePart(y[i:])
+	}
+	archsimd.ClearAVXUpperBits()
+	return true
+}

@@ -183,3 +183,34 @@ func TestVectorSparseRowsMatchesPortable(t *testing.T) {
 		}
 	}
 }
+
+// TestVectorScaleMatchesPortable checks the vector scaleInto bit for bit.
+func TestVectorScaleMatchesPortable(t *testing.T) {
+	if !vectorKernels {
+		t.Skip("no AVX-512 on this CPU")
+	}
+	defer func() { vectorKernels = true }()
+	rng := rand.New(rand.NewPCG(9, 9))
+	special := []float32{0, float32(math.Copysign(0, -1)), 1e-45, float32(math.Inf(1)), float32(math.NaN()), 3e38}
+	for n := 0; n <= 400; n++ {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+			if rng.IntN(10) == 0 {
+				x[i] = special[rng.IntN(len(special))]
+			}
+		}
+		for _, a := range []float32{float32(rng.NormFloat64()), 0, float32(math.Copysign(0, -1)), 1e30} {
+			want, got := make([]float32, n), make([]float32, n)
+			vectorKernels = false
+			scaleInto(a, x, want)
+			vectorKernels = true
+			scaleInto(a, x, got)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("n %d a %v: y[%d] = %v, want %v", n, a, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
