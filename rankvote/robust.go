@@ -310,8 +310,9 @@ func (v *FilteredVote) Result(orders [][]uint32) [][]uint32 {
 			for l, n := range m.sizes {
 				layers[l] = r[m.offs[l] : m.offs[l]+n]
 			}
-			if err := b.Add(layers); err != nil {
-				panic(fmt.Sprintf("rankvote: FilteredVote: a ranking Add accepted is invalid: %v", err))
+			// Add checked these rankings when they were stored.
+			if err := b.addValid(layers); err != nil {
+				panic(fmt.Sprintf("rankvote: FilteredVote: %v", err))
 			}
 		}
 	})
