@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -153,4 +155,164 @@ func BenchmarkAggregators(b *testing.B) {
 			})
 		}
 	}
+}
+
+// nearUpdates returns count encoded rankings of benchSpec that agree as
+// trained FRL peers do: one random base ranking per layer, each update with
+// 30% of its positions swapped with one at most 200 away.
+func nearUpdates(count int) []Update {
+	rng := rand.New(rand.NewPCG(uint64(count), 11))
+	var base [][]uint32
+	for _, n := range benchSpec.Layers() {
+		o := make([]uint32, n)
+		for i := range o {
+			o[i] = uint32(i)
+		}
+		rng.Shuffle(n, func(i, j int) { o[i], o[j] = o[j], o[i] })
+		base = append(base, o)
+	}
+	us := make([]Update, count)
+	for k := range us {
+		order := make([][]uint32, len(base))
+		for l, b := range base {
+			r := append([]uint32(nil), b...)
+			for range len(r) * 3 / 10 {
+				i := rng.IntN(len(r))
+				j := min(max(i+rng.IntN(401)-200, 0), len(r)-1)
+				r[i], r[j] = r[j], r[i]
+			}
+			order[l] = r
+		}
+		us[k] = Update{Peer: fmt.Sprintf("p%d", k), Samples: 60, Payload: benchSpec.EncodeFRLUpdate(nil, order)}
+	}
+	return us
+}
+
+// BenchmarkFinalizeWorkers times Finalize alone (Begin and Add untimed) of
+// the aggregators that implement Parallel, with 25 updates of the MNIST
+// network, at 1 and 2 workers in the same iterations (alternating which
+// goes first). Inputs: "near", rankings that agree as trained peers' do, and
+// "random", independent random permutations. Metrics: ms_w1 and ms_w2, the
+// Finalize times, and x_w2, ms_w2 over ms_w1 (below 1: faster); cpu_ms_w1
+// and cpu_ms_w2, the CPU time of the process during them (all goroutines,
+// and the garbage collector's: the work done, however the machine's load
+// lets it spread over the cores); x_ideal2, the same ratio for a job that
+// is all parallel (spin: a fixed amount of arithmetic on 1 goroutine, then
+// split over 2), timed in the same iterations: the best x_w2 the machine
+// allowed at the time.
+func BenchmarkFinalizeWorkers(b *testing.B) {
+	makers := []struct {
+		name string
+		make func() (Aggregator, error)
+	}{
+		{"vote-clamp", func() (Aggregator, error) { return NewClampedVote(benchSpec, 0) }},
+		{"vote-robust", func() (Aggregator, error) { return NewFilteredVote(benchSpec) }},
+		{"vote-median", func() (Aggregator, error) { return NewMedianVote(benchSpec) }},
+		{"median", func() (Aggregator, error) { return NewMedian(benchSpec) }},
+		{"trimmed-mean", func() (Aggregator, error) { return NewTrimmedMean(benchSpec, 0.4) }},
+		{"multi-krum", func() (Aggregator, error) { return NewMultiKrum(benchSpec, -1, 0) }},
+	}
+	frlGlobal := benchSpec.EncodeFRLModel(func() [][]uint32 {
+		var o [][]uint32
+		for _, n := range benchSpec.Layers() {
+			o = append(o, make([]uint32, n))
+			for i := range o[len(o)-1] {
+				o[len(o)-1][i] = uint32(i)
+			}
+		}
+		return o
+	}())
+	denseGlobal := benchSpec.EncodeDenseModel([][]float32{make([]float32, 235200), make([]float32, 30000), make([]float32, 1000)})
+	inputs := []struct {
+		name    string
+		ranking bool
+		us      []Update
+	}{
+		{"near", true, nearUpdates(25)},
+		{"random", true, benchUpdates(true, 25)},
+		{"dense", false, benchUpdates(false, 25)},
+	}
+	for _, in := range inputs {
+		for _, m := range makers {
+			probe, _ := m.make()
+			if _, ok := probe.(Parallel); !ok {
+				continue
+			}
+			if ranking := probe.Name() != "median" && probe.Name() != "trimmed-mean" && probe.Name() != "multi-krum"; ranking != in.ranking {
+				continue
+			}
+			b.Run(fmt.Sprintf("%s/%s", in.name, m.name), func(b *testing.B) {
+				global := denseGlobal
+				if in.ranking {
+					global = frlGlobal
+				}
+				var aggs [2]Aggregator
+				for w := range aggs {
+					a, err := m.make()
+					if err != nil {
+						b.Fatal(err)
+					}
+					a.(Parallel).SetWorkers(w + 1)
+					aggs[w] = a
+					round(b, a, global, in.us) // warm
+				}
+				var times, cpu [2]time.Duration
+				finalize := func(w int) {
+					a := aggs[w]
+					if err := a.Begin(1, global); err != nil {
+						b.Fatal(err)
+					}
+					for _, u := range in.us {
+						if err := a.Add(u); err != nil {
+							b.Fatal(err)
+						}
+					}
+					t0, c0 := time.Now(), processCPU()
+					if _, err := a.Finalize(); err != nil {
+						b.Fatal(err)
+					}
+					times[w] += time.Since(t0)
+					cpu[w] += processCPU() - c0
+				}
+				var burn [2]time.Duration
+				b.ResetTimer()
+				for i := range b.N {
+					finalize(i % 2)
+					finalize(1 - i%2)
+					burn[0] += spin(1, 20_000_000)
+					burn[1] += spin(2, 20_000_000)
+				}
+				b.ReportMetric(times[0].Seconds()*1000/float64(b.N), "ms_w1")
+				b.ReportMetric(times[1].Seconds()*1000/float64(b.N), "ms_w2")
+				b.ReportMetric(float64(times[1])/float64(times[0]), "x_w2")
+				b.ReportMetric(float64(burn[1])/float64(burn[0]), "x_ideal2")
+				b.ReportMetric(cpu[0].Seconds()*1000/float64(b.N), "cpu_ms_w1")
+				b.ReportMetric(cpu[1].Seconds()*1000/float64(b.N), "cpu_ms_w2")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
+
+// spinSink keeps spin's arithmetic from being optimised away.
+var spinSink atomic.Uint64
+
+// spin does n steps of a linear congruential generator, split over g
+// goroutines, and returns its wall time.
+func spin(g, n int) time.Duration {
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x := uint64(1)
+			for range n / g {
+				x = x*6364136223846793005 + 1442695040888963407
+			}
+			spinSink.Add(x)
+		}()
+	}
+	wg.Wait()
+	return time.Since(t0)
 }

@@ -26,7 +26,15 @@ type updateSet struct {
 	n     int
 	views [][]float32 // per-layer views into the row being decoded
 	drops roundPeers
+	// workers is Finalize's goroutines (0: GOMAXPROCS), SetWorkers'.
+	workers int
 }
+
+// SetWorkers implements Parallel: Finalize splits the coordinates (and
+// Multi-Krum the pairs of updates) over n goroutines (0: GOMAXPROCS). Every
+// output coordinate and every distance is computed by one goroutine in the
+// serial code's order, so the result does not depend on n.
+func (s *updateSet) SetWorkers(n int) { s.workers = n }
 
 func newUpdateSet(spec Spec) (updateSet, error) {
 	if err := spec.Validate(); err != nil {
@@ -88,13 +96,15 @@ func (s *updateSet) encode(flat []float32) []byte {
 func (s *updateSet) coordinatewise(f func(vals []float32) float32) []float32 {
 	out := make([]float32, s.total)
 	rows := s.rows[:s.n]
-	vals := make([]float32, s.n)
-	for i := range out {
-		for j, r := range rows {
-			vals[j] = r[i]
+	parallel(parts(s.workers, s.total), s.total, func(_, lo, hi int) {
+		vals := make([]float32, len(rows))
+		for i := lo; i < hi; i++ {
+			for j, r := range rows {
+				vals[j] = r[i]
+			}
+			out[i] = f(vals)
 		}
-		out[i] = f(vals)
-	}
+	})
 	return out
 }
 
@@ -274,16 +284,19 @@ func (k *MultiKrum) Finalize() ([]byte, error) {
 	k.drops.finalize(func(i int) bool { _, ok := slices.BinarySearch(k.selected, i); return ok })
 
 	sum := make([]float64, k.total)
-	for _, i := range k.selected {
-		for c, v := range k.rows[i] {
-			sum[c] += float64(v)
-		}
-	}
 	out := make([]float32, k.total)
 	inv := 1 / float64(m)
-	for c, s := range sum {
-		out[c] = float32(s * inv)
-	}
+	parallel(parts(k.workers, k.total), k.total, func(_, lo, hi int) {
+		sum := sum[lo:hi]
+		for _, i := range k.selected {
+			for c, v := range k.rows[i][lo:hi] {
+				sum[c] += float64(v)
+			}
+		}
+		for c, s := range sum {
+			out[lo+c] = float32(s * inv)
+		}
+	})
 	return k.encode(out), nil
 }
 
@@ -302,15 +315,20 @@ func (k *MultiKrum) distances() []float64 {
 	d := k.dist[:n*n]
 	clear(d)
 	rows := k.rows[:n]
-	for lo := 0; lo < k.total; lo += distBlock {
-		hi := min(lo+distBlock, k.total)
-		for i := range n {
-			a := rows[i][lo:hi]
-			for j := i + 1; j < n; j++ {
-				d[i*n+j] += sqDist(a, rows[j][lo:hi])
+	// Part w takes the rows i ≡ w (mod p), so that the parts' shares of
+	// the triangle are about even; each pair's blocks are summed in order.
+	p := min(parts(k.workers, n*k.total), n)
+	parallel(p, p, func(w, _, _ int) {
+		for lo := 0; lo < k.total; lo += distBlock {
+			hi := min(lo+distBlock, k.total)
+			for i := w; i < n; i += p {
+				a := rows[i][lo:hi]
+				for j := i + 1; j < n; j++ {
+					d[i*n+j] += sqDist(a, rows[j][lo:hi])
+				}
 			}
 		}
-	}
+	})
 	for i := range n {
 		for j := i + 1; j < n; j++ {
 			d[j*n+i] = d[i*n+j]

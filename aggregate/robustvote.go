@@ -56,6 +56,23 @@ func (r *rankingInput) Predecoder() *Predecoder { return r.dec.predecoder() }
 // Len implements Aggregator.
 func (r *rankingInput) Len() int { return r.count.Voters() }
 
+// Parallel is implemented by the aggregators whose Finalize can use several
+// goroutines. SetWorkers sets how many (0, the default: GOMAXPROCS); the
+// result does not depend on it, bit for bit. The simulator passes its
+// --workers.
+type Parallel interface {
+	SetWorkers(n int)
+}
+
+var (
+	_ Parallel = (*TrimmedVote)(nil)
+	_ Parallel = (*FilteredVote)(nil)
+	_ Parallel = (*ClampedVote)(nil)
+	_ Parallel = (*Median)(nil)
+	_ Parallel = (*TrimmedMean)(nil)
+	_ Parallel = (*MultiKrum)(nil)
+)
+
 // filteringVote is a rank vote that leaves whole voters out.
 type filteringVote interface {
 	Voters() int
@@ -114,6 +131,9 @@ func newTrimmedVote(spec Spec, name string, frac float64) (*TrimmedVote, error) 
 // Name implements Aggregator.
 func (v *TrimmedVote) Name() string { return v.name }
 
+// SetWorkers implements Parallel.
+func (v *TrimmedVote) SetWorkers(n int) { v.vote.SetWorkers(n) }
+
 // Finalize implements Aggregator.
 func (v *TrimmedVote) Finalize() ([]byte, error) {
 	if v.vote.Voters() == 0 {
@@ -164,6 +184,9 @@ func (v *FilteredVote) Limit() float64 { return v.vote.Limit() }
 // Dropped implements DropReporter: the voters the last Finalize filtered out.
 func (v *FilteredVote) Dropped() []string { return v.drops.list() }
 
+// SetWorkers implements Parallel.
+func (v *FilteredVote) SetWorkers(n int) { v.vote.SetWorkers(n) }
+
 // Finalize implements Aggregator.
 func (v *FilteredVote) Finalize() ([]byte, error) { return v.finalizeFiltered(v.vote) }
 
@@ -210,6 +233,9 @@ func (v *ClampedVote) Radius() []uint32 { return v.vote.Radius() }
 
 // Dropped implements DropReporter: the voters the last Finalize filtered out.
 func (v *ClampedVote) Dropped() []string { return v.drops.list() }
+
+// SetWorkers implements Parallel.
+func (v *ClampedVote) SetWorkers(n int) { v.vote.SetWorkers(n) }
 
 // Finalize implements Aggregator.
 func (v *ClampedVote) Finalize() ([]byte, error) { return v.finalizeFiltered(v.vote) }

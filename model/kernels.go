@@ -21,6 +21,9 @@ const asmMin = 32
 func axpy(a float32, x, y []float32) {
 	n := len(y)
 	if n >= asmMin {
+		if axpyVector(a, x, y) {
+			return
+		}
 		impl.Saxpy(n, a, x, 1, y, 1)
 		return
 	}
@@ -71,6 +74,9 @@ func fill(y []float32, v float32) {
 
 // scaleInto sets y = a*x.
 func scaleInto(a float32, x, y []float32) {
+	if scaleIntoVector(a, x, y) {
+		return
+	}
 	x = x[:len(y)]
 	for i := range y {
 		y[i] = a * x[i]

@@ -84,9 +84,11 @@ func (e *engine) forward(eff [][]float32, colsum []float32, in *Inputs, imgs []i
 		scaleInto(in.Offset, colsum, zb)
 		lo, hi := in.Ptr[k], in.Ptr[k+1]
 		idx, val := in.Idx[lo:hi], in.Val[lo:hi]
-		for p, i := range idx {
-			r := int(i) * O
-			axpy(val[p], eff0[r:r+O], zb)
+		if !sparseRowsVector(zb, eff0, O, idx, val) {
+			for p, i := range idx {
+				r := int(i) * O
+				axpy(val[p], eff0[r:r+O], zb)
+			}
 		}
 		if L > 1 {
 			relu(zb)

@@ -155,6 +155,9 @@ func (t *SupermaskTrainer) setThreshold(l int) {
 // effective weight of every edge whose mask the band already decides: w above
 // the band, 0 below it and, for now, inside it. first is the row's first edge.
 func smUpdateRow(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) {
+	if smUpdateRowVector(s, m, w, eff, g, first, lr, mu, wd, bd) {
+		return
+	}
 	n := len(s)
 	m, w, eff, g = m[:n], w[:n], eff[:n], g[:n]
 	lo, hi := bd.lo, bd.hi

@@ -68,12 +68,16 @@ type ClampedVote struct {
 	alpha  float64
 	radius []uint32 // per layer, of the last Result
 	mid2   []uint64 // per edge: twice the median position over the kept voters
-	count  []uint32
-	disp   []float64
-	keys   []uint64
-	sums   [][]uint64 // per layer, per edge: the last Result's clamped sums (doubled, offset by 2c)
-	kept   int
-	sorter Sorter
+	acc    []edgeAcc
+	wt     []uint32
+	sweep  rankSweep
+	// partSums: the clamped sums of the voter ranges but the first
+	partSums [][]uint64
+	disp     []float64
+	keys     []uint64
+	sums     [][]uint64 // per layer, per edge: the last Result's clamped sums (doubled, offset by 2c)
+	kept     int
+	sorter   Sorter
 }
 
 // NewClampedVote returns an empty clamped vote over layers of the given sizes
@@ -89,6 +93,10 @@ func NewClampedVote(sizes []int, alpha float64) *ClampedVote {
 
 // Reset empties the vote for a new round, keeping its memory.
 func (v *ClampedVote) Reset() { v.fv.Reset() }
+
+// SetWorkers sets the number of goroutines Result uses (0, the default:
+// GOMAXPROCS). The result does not depend on it.
+func (v *ClampedVote) SetWorkers(n int) { v.fv.SetWorkers(n) }
 
 // Voters is the number of voters added since the last Reset.
 func (v *ClampedVote) Voters() int { return v.fv.Voters() }
@@ -193,46 +201,68 @@ func (v *ClampedVote) Result(orders [][]uint32) [][]uint32 {
 // offset by 2c so that clamped values are not negative.
 func (v *ClampedVote) clampLayer(rows [][]uint32, sums []uint64) uint32 {
 	n, kk := len(sums), len(rows)
-	if cap(v.count) < n {
-		v.count = make([]uint32, n)
+	if cap(v.acc) < n {
+		v.acc = make([]edgeAcc, n)
 		v.mid2 = make([]uint64, n)
 	}
-	count, mid2 := v.count[:n], v.mid2[:n]
-	clear(count)
-	clear(mid2)
-	// The c-th time the sweep over positions meets an edge is its c-th
-	// smallest position.
-	loMid, hiMid := uint32((kk+1)/2), uint32(kk/2+1)
-	for p := range n {
-		for _, r := range rows {
-			e := r[p]
-			count[e]++
-			if count[e] == loMid {
-				mid2[e] += uint64(p)
-			}
-			if count[e] == hiMid {
-				mid2[e] += uint64(p)
-			}
-		}
+	acc, mid2 := v.acc[:n], v.mid2[:n]
+	// The sweep's weighted sum picks the middle position (the middle two,
+	// for an even count), doubled.
+	loMid, hiMid := (kk+1)/2, kk/2+1
+	v.wt = grow(v.wt, kk+1)
+	clear(v.wt)
+	v.wt[loMid]++
+	v.wt[hiMid]++
+	workers := v.fv.med.workers
+	parts := workParts(workers, n, kk)
+	v.sweep.run(parts, rows, v.wt, acc)
+	for e, a := range acc {
+		mid2[e] = a.trimmed
 	}
-	v.disp = v.disp[:0]
-	for _, r := range rows {
-		var d uint64
-		for p, e := range r {
-			d += absDiff(2*uint64(p), mid2[e])
+	v.disp = grow(v.disp, kk)
+	parallel(parts, kk, func(_, lo, hi int) {
+		for j := lo; j < hi; j++ {
+			var d uint64
+			for p, e := range rows[j] {
+				d += absDiff(2*uint64(p), mid2[e])
+			}
+			v.disp[j] = float64(d) / float64(2*n)
 		}
-		v.disp = append(v.disp, float64(d)/float64(2*n))
-	}
+	})
 	c := ClampRadius(v.disp, v.alpha, n)
 	c2 := 2 * uint64(c)
-	clear(sums)
-	for _, r := range rows {
-		for p, e := range r {
-			// 2p clamped to [mid2-c2, mid2+c2], plus c2.
-			x := 2*uint64(p) + c2
-			lo, hi := mid2[e], mid2[e]+2*c2
-			sums[e] += min(max(x, lo), hi)
+	// The clamped sums, split by voters; the parts are added up by edge
+	// ranges.
+	for len(v.partSums) < parts-1 {
+		v.partSums = append(v.partSums, nil)
+	}
+	for i := range v.partSums[:parts-1] {
+		v.partSums[i] = growUint64(v.partSums[i], n)
+	}
+	parallel(parts, kk, func(i, lo, hi int) {
+		s := sums
+		if i > 0 {
+			s = v.partSums[i-1]
 		}
+		clear(s)
+		for _, r := range rows[lo:hi] {
+			for p, e := range r {
+				// 2p clamped to [mid2-c2, mid2+c2], plus c2.
+				x := 2*uint64(p) + c2
+				lo, hi := mid2[e], mid2[e]+2*c2
+				s[e] += min(max(x, lo), hi)
+			}
+		}
+	})
+	if parts > 1 {
+		parallel(parts, n, func(_, lo, hi int) {
+			for _, p := range v.partSums[:parts-1] {
+				d := sums[lo:hi]
+				for e, x := range p[lo:hi] {
+					d[e] += x
+				}
+			}
+		})
 	}
 	return c
 }

@@ -46,6 +46,12 @@ type TrimmedVote struct {
 	acc    []edgeAcc
 	keys   []uint64
 	sorter Sorter
+	// workers splits Result over goroutines (0: GOMAXPROCS); the rest is
+	// Result's scratch.
+	workers int
+	sweep   rankSweep
+	rows    [][]uint32
+	wt      []uint32
 }
 
 // edgeAcc is what Result's sweep keeps per edge, in one cache line access.
@@ -72,6 +78,10 @@ func NewTrimmedVote(sizes []int, frac float64) *TrimmedVote {
 
 // Reset empties the vote for a new round, keeping its memory.
 func (v *TrimmedVote) Reset() { v.voters = 0 }
+
+// SetWorkers sets the number of goroutines Result uses (0, the default:
+// GOMAXPROCS). The result does not depend on it.
+func (v *TrimmedVote) SetWorkers(n int) { v.workers = n }
 
 // Voters is the number of voters added since the last Reset.
 func (v *TrimmedVote) Voters() int { return v.voters }
@@ -133,34 +143,38 @@ func (v *TrimmedVote) Result(layer int, order []uint32) []uint32 {
 	}
 	trim := v.Trim()
 	lo, hi := uint32(trim), uint32(k-trim)
+	off := v.offs[layer]
+	ranks := v.ranks[:k]
+	// key = trimmed*span + full, full < span; it fits when (maxTrimmed+1)*span does.
+	span := uint64(k)*uint64(n-1) + 1
+	over, _ := bits.Mul64(uint64(k-2*trim)*uint64(n-1)+1, span)
+	key := func(a edgeAcc) uint64 {
+		if over == 0 {
+			return a.trimmed*span + a.full
+		}
+		return a.trimmed
+	}
 	if cap(v.acc) < n {
 		v.acc = make([]edgeAcc, n)
 	}
 	acc := v.acc[:n]
-	clear(acc)
-	off := v.offs[layer]
-	ranks := v.ranks[:k]
-	for p := range n {
-		for _, r := range ranks {
-			a := &acc[r[off+p]]
-			a.count++
-			a.full += uint64(p)
-			if a.count > lo && a.count <= hi {
-				a.trimmed += uint64(p)
-			}
+	v.rows = grow(v.rows, k)
+	for j, r := range ranks {
+		v.rows[j] = r[off : off+n]
+	}
+	// The positions ranked lo+1..hi are kept.
+	v.wt = grow(v.wt, k+1)
+	for c := range v.wt {
+		v.wt[c] = 0
+		if uint32(c) > lo && uint32(c) <= hi {
+			v.wt[c] = 1
 		}
 	}
-	// key = trimmed*span + full, full < span; it fits when (maxTrimmed+1)*span does.
-	span := uint64(k)*uint64(n-1) + 1
-	over, _ := bits.Mul64(uint64(k-2*trim)*uint64(n-1)+1, span)
+	v.sweep.run(workParts(v.workers, n, k), v.rows, v.wt, acc)
 	v.keys = growUint64(v.keys, n)
 	keys := v.keys
 	for e, a := range acc {
-		if over == 0 {
-			keys[e] = a.trimmed*span + a.full
-		} else {
-			keys[e] = a.trimmed
-		}
+		keys[e] = key(a)
 	}
 	return v.sorter.ArgsortUint64(keys, order)
 }
@@ -199,14 +213,20 @@ func (v *TrimmedVote) Result(layer int, order []uint32) []uint32 {
 //
 // A FilteredVote is not safe for concurrent use.
 type FilteredVote struct {
-	med    *TrimmedVote // every voter's rankings, and the median consensus
-	borda  *Vote        // the count of the kept voters
-	cons   []uint32     // consensus order of one layer
-	cpos   []uint32     // consensus positions of one layer
-	dist   []float64
-	limit  float64
-	kept   []bool
-	layers [][]uint32 // one voter's rankings, views into med
+	med   *TrimmedVote // every voter's rankings, and the median consensus
+	borda *Vote        // the count of the kept voters
+	cons  []uint32     // consensus order of one layer
+	cpos  []uint32     // consensus positions of one layer
+	dist  []float64
+	limit float64
+	kept  []bool
+	// Result's scratch: the kept voters' rankings, every voter's footrule
+	// of one layer, the Borda counts of the parts but the first, and each
+	// part's views of one voter's layers.
+	keptRanks [][]uint32
+	foot      []uint64
+	parts     []*Vote
+	layersOf  [][][]uint32
 }
 
 // HampelK is FilteredVote's outlier threshold in MADs: 2 standard deviations
@@ -219,11 +239,15 @@ const HampelK = 2 * 1.4826
 // NewFilteredVote returns an empty filtered vote over layers of the given
 // sizes. It panics if a size is outside 0..MaxSize.
 func NewFilteredVote(sizes []int) *FilteredVote {
-	return &FilteredVote{med: NewTrimmedVote(sizes, 0.5), borda: NewVote(sizes), layers: make([][]uint32, len(sizes))}
+	return &FilteredVote{med: NewTrimmedVote(sizes, 0.5), borda: NewVote(sizes)}
 }
 
 // Reset empties the vote for a new round, keeping its memory.
 func (v *FilteredVote) Reset() { v.med.Reset() }
+
+// SetWorkers sets the number of goroutines Result and Filter use (0, the
+// default: GOMAXPROCS). The result does not depend on it.
+func (v *FilteredVote) SetWorkers(n int) { v.med.SetWorkers(n) }
 
 // Voters is the number of voters added since the last Reset.
 func (v *FilteredVote) Voters() int { return v.med.Voters() }
@@ -256,16 +280,45 @@ func (v *FilteredVote) Result(orders [][]uint32) [][]uint32 {
 		orders = make([][]uint32, len(m.sizes))
 	}
 	v.filter(nil)
-	v.borda.Reset()
+	// The Borda count of the kept voters, split by voters into parts whose
+	// sums (integers) are merged in order.
+	v.keptRanks = v.keptRanks[:0]
 	for j, r := range m.ranks[:k] {
-		if !v.kept[j] {
-			continue
+		if v.kept[j] {
+			v.keptRanks = append(v.keptRanks, r)
 		}
-		for l, n := range m.sizes {
-			v.layers[l] = r[m.offs[l] : m.offs[l]+n]
+	}
+	parts := 1
+	if m.total >= minParallel {
+		parts = min(resolveWorkers(m.workers), len(v.keptRanks))
+	}
+	for len(v.parts) < parts-1 {
+		v.parts = append(v.parts, NewVote(m.sizes))
+	}
+	if len(v.layersOf) < parts {
+		v.layersOf = make([][][]uint32, parts)
+	}
+	parallel(max(parts, 1), len(v.keptRanks), func(i, lo, hi int) {
+		b := v.borda
+		if i > 0 {
+			b = v.parts[i-1]
 		}
-		if err := v.borda.Add(v.layers); err != nil {
-			panic(fmt.Sprintf("rankvote: FilteredVote: a ranking Add accepted is invalid: %v", err))
+		b.Reset()
+		layers := grow(v.layersOf[i], len(m.sizes))
+		v.layersOf[i] = layers
+		for _, r := range v.keptRanks[lo:hi] {
+			for l, n := range m.sizes {
+				layers[l] = r[m.offs[l] : m.offs[l]+n]
+			}
+			// Add checked these rankings when they were stored.
+			if err := b.addValid(layers); err != nil {
+				panic(fmt.Sprintf("rankvote: FilteredVote: %v", err))
+			}
+		}
+	})
+	for _, p := range v.parts[:max(parts-1, 0)] {
+		if err := v.borda.Merge(p); err != nil {
+			panic(fmt.Sprintf("rankvote: FilteredVote: %v", err))
 		}
 	}
 	for l := range m.sizes {
@@ -315,8 +368,18 @@ func (v *FilteredVote) filter(cons [][]uint32) {
 		}
 		maxF := float64(uint64(n) * uint64(n) / 2)
 		off := m.offs[l]
-		for j, r := range m.ranks[:k] {
-			v.dist[j] += float64(footrule(r[off:off+n], v.cpos)) / maxF
+		v.foot = growUint64(v.foot, k)
+		parts := 1
+		if n >= minParallel {
+			parts = min(resolveWorkers(m.workers), k)
+		}
+		parallel(parts, k, func(_, lo, hi int) {
+			for j := lo; j < hi; j++ {
+				v.foot[j] = footrule(m.ranks[j][off:off+n], v.cpos)
+			}
+		})
+		for j, f := range v.foot[:k] {
+			v.dist[j] += float64(f) / maxF
 		}
 	}
 	for j := range v.dist {

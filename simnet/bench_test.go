@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedrank/fedrank/model"
 	"github.com/fedrank/fedrank/task"
 )
 
@@ -96,4 +97,96 @@ func BenchmarkFRLMNISTCodecRounds(b *testing.B) {
 			b.ReportMetric(float64(coded)/float64(packed), "x_packed")
 		})
 	}
+}
+
+// BenchmarkFRLMNISTRoundAggWorkers measures the wall time per round of the
+// reference setting (seed 1, its default aggregator, 8-round runs) with the
+// aggregator's Finalize on 1 goroutine and on GOMAXPROCS, training and
+// evaluation on GOMAXPROCS in both: the two runs one after the other in
+// each iteration, the order alternating. Metrics: s/round_agg1 and
+// s/round, and x_agg1, the second's time over the first's. Run with
+// -benchtime=Nx (each iteration is 2 runs).
+func BenchmarkFRLMNISTRoundAggWorkers(b *testing.B) {
+	const rounds = 8
+	cfg, sc, err := Resolve(Config{Scenario: "frl-mnist", Rounds: rounds, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	t, err := sc.Build(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var times [2]time.Duration
+	var hashes [2]string
+	run := func(i int) {
+		opts := simOptions{}
+		if i == 0 {
+			opts.aggWorkers = 1
+		}
+		t0 := time.Now()
+		rep, err := simulate(context.Background(), cfg, t, nil, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		times[i] += time.Since(t0)
+		hashes[i] = rep.Model.Hash
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		run(i % 2)
+		run(1 - i%2)
+	}
+	if hashes[0] != hashes[1] {
+		b.Fatalf("final model %s with 1 aggregator worker, %s with GOMAXPROCS", hashes[0], hashes[1])
+	}
+	b.ReportMetric(times[0].Seconds()/float64(b.N*rounds), "s/round_agg1")
+	b.ReportMetric(times[1].Seconds()/float64(b.N*rounds), "s/round")
+	b.ReportMetric(float64(times[1])/float64(times[0]), "x_agg1")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkFRLMNISTRoundVector measures the wall time per round of the
+// reference setting (seed 1, its defaults, 8-round runs) with the vector
+// kernels and with the portable ones, in the same iterations, the order
+// alternating, and checks that both end at the same model. Only the vector
+// build (GOEXPERIMENT=simd, on an AVX-512 CPU) has both; elsewhere it
+// skips. Metrics: s/round (vector), s/round_portable, x_portable.
+func BenchmarkFRLMNISTRoundVector(b *testing.B) {
+	if !model.SetVectorKernels(true) {
+		b.Skip("no vector kernels in this build or on this CPU")
+	}
+	defer model.SetVectorKernels(true)
+	const rounds = 8
+	cfg, sc, err := Resolve(Config{Scenario: "frl-mnist", Rounds: rounds, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	t, err := sc.Build(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var times [2]time.Duration
+	var hashes [2]string
+	run := func(i int) {
+		model.SetVectorKernels(i == 0)
+		t0 := time.Now()
+		rep, err := Simulate(context.Background(), cfg, t, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		times[i] += time.Since(t0)
+		hashes[i] = rep.Model.Hash
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		run(i % 2)
+		run(1 - i%2)
+	}
+	if hashes[0] != hashes[1] {
+		b.Fatalf("final model %s with the vector kernels, %s without", hashes[0], hashes[1])
+	}
+	b.ReportMetric(times[0].Seconds()/float64(b.N*rounds), "s/round")
+	b.ReportMetric(times[1].Seconds()/float64(b.N*rounds), "s/round_portable")
+	b.ReportMetric(float64(times[1])/float64(times[0]), "x_portable")
+	b.ReportMetric(0, "ns/op")
 }

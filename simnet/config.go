@@ -29,7 +29,9 @@ type Config struct {
 	// or "int8" (with a scale per component); "" = the scenario's.
 	Compression string `json:"compression"`
 	// Workers is the number of goroutines that run local training and
-	// evaluation (0 = GOMAXPROCS). It changes wall time, never results.
+	// evaluation, and that the aggregator's Finalize uses when it can
+	// (aggregate.Parallel; 0 = GOMAXPROCS). It changes wall time, never
+	// results.
 	Workers int `json:"workers"`
 
 	// Faults (faults.go). All are drawn from the run's seed: the same seed

@@ -131,6 +131,9 @@ type simOptions struct {
 	manualAggregator bool
 	// noPredecode leaves every coded update to the aggregator's own decoding.
 	noPredecode bool
+	// aggWorkers, if not 0, is the aggregator's Finalize goroutines
+	// (aggregate.Parallel) instead of cfg.Workers.
+	aggWorkers int
 }
 
 type evKind uint8
@@ -467,6 +470,15 @@ func (s *sim) build(prof netProfile, initial []byte) error {
 	agg.InitialModel = initial
 	agg.NewAggregator = func() (aggregate.Aggregator, error) {
 		a, err := s.task.NewAggregator(cfg.Aggregator)
+		if p, ok := a.(aggregate.Parallel); ok {
+			// Finalize runs on the event loop while the pool may be
+			// idle: it gets as many goroutines as training.
+			w := cfg.Workers
+			if s.opts.aggWorkers != 0 {
+				w = s.opts.aggWorkers
+			}
+			p.SetWorkers(w)
+		}
 		s.agg = a // kept for its per-round metrics
 		s.pre = nil
 		if p, ok := a.(aggregate.Predecoding); ok && !s.opts.noPredecode {

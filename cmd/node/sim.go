@@ -120,7 +120,7 @@ func parseSim(args []string, stderr io.Writer) (simOptions, error) {
 	fs.StringVar(&c.DataDir, "data", "", "`dir`ectory of the MNIST IDX files (default: the copy shipped with the Go module)")
 	fs.IntVar(&c.Rank, "rank", 0, "adapter `rank` of LoRA scenarios (default: the scenario's, 4)")
 	fs.StringVar(&c.Compression, "compression", "", "upload codec of LoRA scenarios: fp32, fp16 or int8 (default: the scenario's, int8)")
-	fs.IntVar(&c.Workers, "workers", 0, "goroutines for training and evaluation (default GOMAXPROCS); changes wall time, never results")
+	fs.IntVar(&c.Workers, "workers", 0, "goroutines for training, evaluation and the aggregator's Finalize (default GOMAXPROCS); changes wall time, never results")
 	// Faults (simnet.Faults describes them for --list).
 	fs.Func("partition-net", "cut peers off from the aggregator: `schedule` 'ROUNDS:WHO;...' (10-20:0.3, 4:peer-0001,peer-0002) or @FILE (one 'ROUNDS WHO' per line)", func(v string) error {
 		if path, ok := strings.CutPrefix(v, "@"); ok {
