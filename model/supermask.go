@@ -36,7 +36,8 @@ type SupermaskLayer struct {
 	// InitOrder is the ranking (edge indices by ascending score) of the
 	// initial scores: the global model of round 1.
 	InitOrder []uint32
-	// Keep is the number of edges a mask keeps: N - floor(0.5*N).
+	// Keep is the number of edges a mask keeps: N - floor(0.5*N) (or the
+	// fraction of NewSupermaskKeep).
 	Keep int
 	// On[i] tells whether the edge holding Sorted[i] is kept in a global model.
 	// Because the mask takes the largest |score|, these are both ends of the
@@ -51,8 +52,18 @@ func (l *SupermaskLayer) N() int { return l.In * l.Out }
 
 // NewSupermask builds the frozen network and initial scores from a seed.
 func NewSupermask(sizes []int, seed uint64) (*Supermask, error) {
+	return NewSupermaskKeep(sizes, seed, 0.5)
+}
+
+// NewSupermaskKeep is NewSupermask with masks that keep the fraction
+// frac (in (0, 1]) of each layer's edges: Keep = N - floor((1-frac)·N), at least
+// 1. NewSupermask is frac 0.5.
+func NewSupermaskKeep(sizes []int, seed uint64, frac float64) (*Supermask, error) {
 	if err := ValidateSizes(sizes); err != nil {
 		return nil, err
+	}
+	if !(frac > 0 && frac <= 1) {
+		return nil, fmt.Errorf("model: supermask keep fraction %v, want (0, 1]", frac)
 	}
 	net := &Supermask{Sizes: slices.Clone(sizes), Seed: seed}
 	for l := 0; l+1 < len(sizes); l++ {
@@ -88,7 +99,7 @@ func NewSupermask(sizes []int, seed uint64) (*Supermask, error) {
 		for i, e := range order {
 			sorted[i] = init[e]
 		}
-		keep := n - n/2
+		keep := max(n-int(float64(n)*(1-frac)), 1)
 		thr := kthLargestAbs(sorted, keep)
 		on := make([]bool, n)
 		for i, v := range sorted {

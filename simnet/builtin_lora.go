@@ -130,3 +130,51 @@ func loraBase(cfg Config) (*task.Base, error) {
 
 // seedPretrain derives the base model's seed from a run's seed.
 const seedPretrain uint64 = 0x10aa
+
+// frl-lora-mnist: the same base and split as lora-mnist, fine-tuned by
+// rank-vote: peers train the scores of supermask adapters (frozen signed
+// factors, masks of their top-scored edges) and upload the ranking of each
+// factor's edges; FRL's vote aggregators and ranking codecs, unchanged.
+func init() {
+	d := task.DefaultFRLLoRA(0)
+	RegisterScenario(Scenario{
+		Name:        "frl-lora-mnist",
+		Description: fmt.Sprintf("rank-vote fine-tuning on MNIST: lora-mnist's base and split, peers vote on the edges of rank-%d supermask adapters", d.Rank),
+		Defaults: Config{
+			Peers: 100, PerRound: 10, Rounds: 60, Seed: 1,
+			Partition: "dirichlet:0.5", Net: "ideal", Quorum: 1, RoundTimeoutMs: 600_000,
+			Aggregator: "vote-clamp", RankingCodec: task.DefaultRankingCodec,
+			Rank: d.Rank,
+		},
+		Aggregators: []string{"vote-clamp", "vote-robust", "vote", "vote-median"},
+		Updates:     task.Rankings,
+		Build: func(cfg Config) (task.Task, error) {
+			return buildFRLLoRA(cfg, func(*task.FRLLoRAConfig) {})
+		},
+		Hyper: func(Config) Hyper { d := task.DefaultFRLLoRA(0); return HyperOf(d.Hyper, d.LRDecay) },
+	})
+}
+
+// buildFRLLoRA builds the frl-lora-mnist task of an effective config; tune,
+// applied last, may change the task's settings.
+func buildFRLLoRA(cfg Config, tune func(*task.FRLLoRAConfig)) (*task.FRL, error) {
+	if cfg.Rank < 1 || cfg.Rank > 300 {
+		return nil, &ConfigError{Field: "rank", Msg: fmt.Sprintf("%d, must be in 1..300", cfg.Rank)}
+	}
+	if cfg.EdgeRank != 0 {
+		return nil, &ConfigError{Field: "edge_rank", Msg: "frl-lora-mnist peers all rank adapters of the federation's rank"}
+	}
+	d, err := mnistData(cfg)
+	if err != nil {
+		return nil, err
+	}
+	base, err := loraBase(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fc := task.DefaultFRLLoRA(subSeed(cfg.Seed, seedModel))
+	ApplyHyper(cfg, &fc.Hyper, &fc.LRDecay)
+	fc.Rank, fc.Codec = cfg.Rank, cfg.RankingCodec
+	tune(&fc)
+	return task.NewFRLLoRA(fc, base, d)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,9 @@ type FRLConfig struct {
 	// all. ParseRankingCodec checks a name. frl-mnist's default is
 	// DefaultRankingCodec; this field's, packed.
 	Codec string
+	// Keep is the fraction of each layer's edges a mask keeps; only rank-vote
+	// fine-tuning (NewFRLLoRA) sets it, a supermask network keeps half.
+	Keep float64
 }
 
 // The ranking codecs of FRLConfig.Codec.
@@ -185,10 +189,16 @@ type FRL struct {
 	flipped func() *model.Inputs
 	codec   string     // the kind of cfg.Codec
 	bounds  [][]uint32 // per layer, the bucket layout of the bucket codecs
+	// adapter, when set, makes the task rank-vote fine-tuning (NewFRLLoRA):
+	// net is the adapter's factor chain, and peers train its scores on the
+	// frozen base.
+	adapter *model.MaskedLoRA
+	base    *Base
 }
 
 type frlWorker struct {
 	tr     *model.SupermaskTrainer
+	mt     *model.MaskedLoRATrainer // adapter tasks
 	sort   rankvote.Sorter
 	order  [][]uint32
 	ref    [][]uint32 // the global rankings, for the codecs that code against them
@@ -201,13 +211,25 @@ func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
 	if err := cfg.Hyper.Validate(); err != nil {
 		return nil, err
 	}
-	codec, buckets, err := ParseRankingCodec(cfg.Codec)
-	if err != nil {
+	if _, _, err := ParseRankingCodec(cfg.Codec); err != nil {
 		return nil, fmt.Errorf("task %s: %w", cfg.Name, err)
 	}
 	net, err := model.NewSupermask(cfg.Sizes, cfg.Seed)
 	if err != nil {
 		return nil, err
+	}
+	return newFRL(cfg, net, nil, nil, d)
+}
+
+// newFRL builds a ranking task on the supermask net; with adapter set, on
+// the adapter's factor chain (net = adapter.Mask) over base.
+func newFRL(cfg FRLConfig, net *model.Supermask, adapter *model.MaskedLoRA, base *Base, d Data) (*FRL, error) {
+	if err := cfg.Hyper.Validate(); err != nil {
+		return nil, err
+	}
+	codec, buckets, err := ParseRankingCodec(cfg.Codec)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", cfg.Name, err)
 	}
 	if err := d.check(cfg.Sizes[0], cfg.LRDecay); err != nil {
 		return nil, err
@@ -216,7 +238,7 @@ func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	t := &FRL{cfg: cfg, spec: spec, net: net, data: d, codec: codec}
+	t := &FRL{cfg: cfg, spec: spec, net: net, data: d, codec: codec, adapter: adapter, base: base}
 	switch codec {
 	case CodecBucket:
 		t.bounds = make([][]uint32, len(net.Layers))
@@ -232,17 +254,28 @@ func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
 	}
 	t.flipped = sync.OnceValue(func() *model.Inputs { return flipLabels(d.Train) })
 	t.workers.New = func() any {
+		if adapter != nil {
+			return &frlWorker{mt: adapter.NewTrainer(cfg.Hyper.Batch), order: make([][]uint32, len(net.Layers))}
+		}
 		return &frlWorker{tr: net.NewTrainer(cfg.Hyper.Batch), order: make([][]uint32, len(net.Layers))}
 	}
 	t.evals.New = func() any { return model.NewEvaluator(net.Sizes) }
+	if adapter != nil {
+		t.evals.New = func() any { return model.NewEvaluator(adapter.LoRA.Sizes) }
+	}
 	return t, nil
 }
 
 // Info implements Task.
 func (t *FRL) Info() Info {
+	m := fmt.Sprintf("supermask %v", t.cfg.Sizes)
+	if t.adapter != nil {
+		m = fmt.Sprintf("supermask adapters r=%d (keep %.2g) on dense %v (base %x)",
+			slices.Max(t.adapter.LoRA.Ranks), t.cfg.Keep, t.base.Sizes, t.base.Hash[:4])
+	}
 	return Info{
 		Name:              t.cfg.Name,
-		Model:             fmt.Sprintf("supermask %v", t.cfg.Sizes),
+		Model:             m,
 		Params:            t.net.Params(),
 		DefaultAggregator: frlAggregators[0].name,
 		Aggregators:       aggregatorNames(frlAggregators),
@@ -302,14 +335,26 @@ func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
 		return nil, err
 	}
 	w.order = order
-	if err := w.tr.Load(order); err != nil {
-		return nil, err
-	}
 	h := t.cfg.Hyper
 	h.LR *= math.Pow(t.cfg.LRDecay, float64(job.Round-1))
 	rng := rand.New(rand.NewPCG(job.Seed, uint64(job.Client)))
-	if _, err := w.tr.Train(train, t.data.samples(job.Client), h, rng); err != nil {
-		return nil, err
+	var scores [][]float32
+	if t.adapter != nil {
+		if err := w.mt.Load(order); err != nil {
+			return nil, err
+		}
+		if _, err := w.mt.Train(train, t.data.samples(job.Client), h, rng); err != nil {
+			return nil, err
+		}
+		scores = w.mt.Scores()
+	} else {
+		if err := w.tr.Load(order); err != nil {
+			return nil, err
+		}
+		if _, err := w.tr.Train(train, t.data.samples(job.Client), h, rng); err != nil {
+			return nil, err
+		}
+		scores = w.tr.Scores()
 	}
 	if t.codec != CodecPacked {
 		if len(w.ref) != len(order) {
@@ -319,7 +364,7 @@ func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
 			w.ref[l] = append(w.ref[l][:0], o...)
 		}
 	}
-	for l, s := range w.tr.Scores() {
+	for l, s := range scores {
 		w.order[l] = w.sort.Argsort(s, w.order[l])
 	}
 	switch t.codec {
@@ -340,7 +385,13 @@ func (t *FRL) Evaluate(m []byte) (Eval, error) {
 	if err != nil {
 		return Eval{}, err
 	}
-	eff, colsum, err := t.net.EffectiveFromRanking(order, nil, nil)
+	var eff [][]float32
+	var colsum []float32
+	if t.adapter != nil {
+		eff, colsum, err = t.adapter.EffectiveFromRanking(order)
+	} else {
+		eff, colsum, err = t.net.EffectiveFromRanking(order, nil, nil)
+	}
 	if err != nil {
 		return Eval{}, err
 	}

@@ -398,6 +398,20 @@ func TestSimList(t *testing.T) {
 	if !found {
 		t.Errorf("--list --json lacks %s: %+v", fakeScenario, l.Scenarios)
 	}
+	// Every registered scenario is listed, rank-vote fine-tuning included
+	// (a simulator-only scenario: genesis does not offer it).
+	names := map[string]string{}
+	for _, s := range l.Scenarios {
+		names[s.Name] = s.DefaultAggregator
+	}
+	for _, s := range simnet.Scenarios() {
+		if _, ok := names[s.Name]; !ok {
+			t.Errorf("--list --json lacks %s", s.Name)
+		}
+	}
+	if names["frl-lora-mnist"] != "vote-clamp" {
+		t.Errorf("--list --json: frl-lora-mnist default aggregator %q, want vote-clamp", names["frl-lora-mnist"])
+	}
 }
 
 func TestProgressTerminal(t *testing.T) {
