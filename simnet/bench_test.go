@@ -107,6 +107,25 @@ func BenchmarkFRLMNISTCodecRounds(b *testing.B) {
 // s/round, and x_agg1, the second's time over the first's. Run with
 // -benchtime=Nx (each iteration is 2 runs).
 func BenchmarkFRLMNISTRoundAggWorkers(b *testing.B) {
+	times := abRounds(b, "1 aggregator worker", "GOMAXPROCS", func(cfg Config, t task.Task, i int) (*Report, error) {
+		opts := simOptions{}
+		if i == 0 {
+			opts.aggWorkers = 1
+		}
+		return simulate(context.Background(), cfg, t, nil, opts)
+	})
+	b.ReportMetric(times[0], "s/round_agg1")
+	b.ReportMetric(times[1], "s/round")
+	b.ReportMetric(times[1]/times[0], "x_agg1")
+	b.ReportMetric(0, "ns/op")
+}
+
+// abRounds runs the reference setting (seed 1, its defaults, 8-round runs)
+// as variants 0 and 1 of run, one after the other in each iteration, the
+// order alternating, checks that both end at the same model (named a and
+// b in the failure), and returns each variant's wall seconds per round.
+func abRounds(b *testing.B, a, bName string, run func(cfg Config, t task.Task, i int) (*Report, error)) [2]float64 {
+	b.Helper()
 	const rounds = 8
 	cfg, sc, err := Resolve(Config{Scenario: "frl-mnist", Rounds: rounds, Seed: 1})
 	if err != nil {
@@ -118,13 +137,9 @@ func BenchmarkFRLMNISTRoundAggWorkers(b *testing.B) {
 	}
 	var times [2]time.Duration
 	var hashes [2]string
-	run := func(i int) {
-		opts := simOptions{}
-		if i == 0 {
-			opts.aggWorkers = 1
-		}
+	one := func(i int) {
 		t0 := time.Now()
-		rep, err := simulate(context.Background(), cfg, t, nil, opts)
+		rep, err := run(cfg, t, i)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -133,16 +148,14 @@ func BenchmarkFRLMNISTRoundAggWorkers(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := range b.N {
-		run(i % 2)
-		run(1 - i%2)
+		one(i % 2)
+		one(1 - i%2)
 	}
 	if hashes[0] != hashes[1] {
-		b.Fatalf("final model %s with 1 aggregator worker, %s with GOMAXPROCS", hashes[0], hashes[1])
+		b.Fatalf("final model %s with %s, %s with %s", hashes[0], a, hashes[1], bName)
 	}
-	b.ReportMetric(times[0].Seconds()/float64(b.N*rounds), "s/round_agg1")
-	b.ReportMetric(times[1].Seconds()/float64(b.N*rounds), "s/round")
-	b.ReportMetric(float64(times[1])/float64(times[0]), "x_agg1")
-	b.ReportMetric(0, "ns/op")
+	perRound := float64(b.N * rounds)
+	return [2]float64{times[0].Seconds() / perRound, times[1].Seconds() / perRound}
 }
 
 // BenchmarkFRLMNISTRoundVector measures the wall time per round of the
@@ -156,37 +169,12 @@ func BenchmarkFRLMNISTRoundVector(b *testing.B) {
 		b.Skip("no vector kernels in this build or on this CPU")
 	}
 	defer model.SetVectorKernels(true)
-	const rounds = 8
-	cfg, sc, err := Resolve(Config{Scenario: "frl-mnist", Rounds: rounds, Seed: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	t, err := sc.Build(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var times [2]time.Duration
-	var hashes [2]string
-	run := func(i int) {
+	times := abRounds(b, "the vector kernels", "the portable ones", func(cfg Config, t task.Task, i int) (*Report, error) {
 		model.SetVectorKernels(i == 0)
-		t0 := time.Now()
-		rep, err := Simulate(context.Background(), cfg, t, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		times[i] += time.Since(t0)
-		hashes[i] = rep.Model.Hash
-	}
-	b.ResetTimer()
-	for i := range b.N {
-		run(i % 2)
-		run(1 - i%2)
-	}
-	if hashes[0] != hashes[1] {
-		b.Fatalf("final model %s with the vector kernels, %s without", hashes[0], hashes[1])
-	}
-	b.ReportMetric(times[0].Seconds()/float64(b.N*rounds), "s/round")
-	b.ReportMetric(times[1].Seconds()/float64(b.N*rounds), "s/round_portable")
-	b.ReportMetric(float64(times[1])/float64(times[0]), "x_portable")
+		return Simulate(context.Background(), cfg, t, nil)
+	})
+	b.ReportMetric(times[0], "s/round")
+	b.ReportMetric(times[1], "s/round_portable")
+	b.ReportMetric(times[1]/times[0], "x_portable")
 	b.ReportMetric(0, "ns/op")
 }
