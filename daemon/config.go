@@ -58,7 +58,7 @@ type Config struct {
 	// Profile "edge" selects the small-device settings (see EdgeProfile).
 	Profile string `toml:"profile"`
 	// GoMemoryLimit is the Go runtime's soft memory limit in bytes
-	// (runtime/debug.SetMemoryLimit): 0 means the profile's (96 MiB for
+	// (runtime/debug.SetMemoryLimit): 0 means the profile's (32 MiB for
 	// "edge", none otherwise). The GOMEMLIMIT environment variable, when
 	// set, wins over both.
 	GoMemoryLimit int64 `toml:"go_memory_limit"`
@@ -206,9 +206,9 @@ func (c Config) Encode() ([]byte, error) {
 # federation: the genesis file to run ("" = give one with run --federation,
 #   or the one the store already serves, or run idle).
 # bootstrap: extra multiaddrs (ending in /p2p/<peer ID>) to dial at start.
-# profile: "edge" for small devices (Badger's low-memory options, smaller
-#   libp2p memory limit, a GOMEMLIMIT).
-# go_memory_limit: Go's soft memory limit in bytes (0: the profile's, 96 MiB
+# profile: "edge" for small devices (Badger's smallest options, a 64 MiB
+#   libp2p memory limit, a 32 MiB Go memory limit).
+# go_memory_limit: Go's soft memory limit in bytes (0: the profile's, 32 MiB
 #   for edge, none otherwise); a GOMEMLIMIT environment variable wins.
 #
 # [p2p] listen: multiaddrs (TCP and QUIC); init picked free ports once.

@@ -8,7 +8,7 @@ import (
 )
 
 // TestGoMemoryLimit: the environment's GOMEMLIMIT wins, then the config's
-// go_memory_limit, then the edge profile's 96 MiB; the default profile sets
+// go_memory_limit, then the edge profile's 32 MiB; the default profile sets
 // none.
 func TestGoMemoryLimit(t *testing.T) {
 	for _, tc := range []struct {

@@ -53,8 +53,10 @@ type RunOptions struct {
 	Ready func(peerID string, addrs []string, api string)
 }
 
-// Edge profile settings (Config.Profile "edge"): Badger's low-memory
-// options, a small libp2p memory budget and a soft Go memory limit.
+// Edge profile settings (Config.Profile "edge"): Badger's smallest options
+// (storage.Options.Tiny), a small libp2p memory budget and a soft Go memory
+// limit (32 MiB: an FRL trainer on the MNIST net lives in about 20 MB of
+// heap; BENCHMARKS.md, "Edge peers").
 const (
 	edgeLibp2pMemory = 64 << 20
 	edgeGoMemLimit   = 32 << 20
