@@ -96,17 +96,7 @@ func BenchmarkAggregators(b *testing.B) {
 		{"trimmed-mean", false, func() (Aggregator, error) { return NewTrimmedMean(benchSpec, 0.4) }},
 		{"multi-krum", false, func() (Aggregator, error) { return NewMultiKrum(benchSpec, -1, 0) }},
 	}
-	frlGlobal := benchSpec.EncodeFRLModel(func() [][]uint32 {
-		var o [][]uint32
-		for _, n := range benchSpec.Layers() {
-			o = append(o, make([]uint32, n))
-			for i := range o[len(o)-1] {
-				o[len(o)-1][i] = uint32(i)
-			}
-		}
-		return o
-	}())
-	denseGlobal := benchSpec.EncodeDenseModel([][]float32{make([]float32, 235200), make([]float32, 30000), make([]float32, 1000)})
+	frlGlobal, denseGlobal := benchGlobals()
 	for _, count := range []int{25, 100} {
 		updates := map[bool][]Update{true: benchUpdates(true, count), false: benchUpdates(false, count)}
 		for _, e := range entries {
@@ -212,17 +202,7 @@ func BenchmarkFinalizeWorkers(b *testing.B) {
 		{"trimmed-mean", func() (Aggregator, error) { return NewTrimmedMean(benchSpec, 0.4) }},
 		{"multi-krum", func() (Aggregator, error) { return NewMultiKrum(benchSpec, -1, 0) }},
 	}
-	frlGlobal := benchSpec.EncodeFRLModel(func() [][]uint32 {
-		var o [][]uint32
-		for _, n := range benchSpec.Layers() {
-			o = append(o, make([]uint32, n))
-			for i := range o[len(o)-1] {
-				o[len(o)-1][i] = uint32(i)
-			}
-		}
-		return o
-	}())
-	denseGlobal := benchSpec.EncodeDenseModel([][]float32{make([]float32, 235200), make([]float32, 30000), make([]float32, 1000)})
+	frlGlobal, denseGlobal := benchGlobals()
 	inputs := []struct {
 		name    string
 		ranking bool
@@ -315,4 +295,18 @@ func spin(g, n int) time.Duration {
 	}
 	wg.Wait()
 	return time.Since(t0)
+}
+
+// benchGlobals are the round's global models of the benchmarks: the
+// identity ranking of every layer of benchSpec, and zero dense weights.
+func benchGlobals() (frl, dense []byte) {
+	var o [][]uint32
+	for _, n := range benchSpec.Layers() {
+		r := make([]uint32, n)
+		for i := range r {
+			r[i] = uint32(i)
+		}
+		o = append(o, r)
+	}
+	return benchSpec.EncodeFRLModel(o), benchSpec.EncodeDenseModel([][]float32{make([]float32, 235200), make([]float32, 30000), make([]float32, 1000)})
 }

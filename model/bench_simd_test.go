@@ -20,18 +20,7 @@ func BenchmarkEvaluateVector(b *testing.B) {
 	}
 	defer func() { vectorKernels = true }()
 	_, test := loadMNIST(b)
-	net, err := NewSupermask(lenet, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	orders := make([][]uint32, len(net.Layers))
-	for l := range net.Layers {
-		orders[l] = net.Layers[l].InitOrder
-	}
-	eff, colsum, err := net.EffectiveFromRanking(orders, nil, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	eff, colsum := initialEffective(b)
 	ev := NewEvaluator(lenet)
 	var times [2]time.Duration
 	run := func(vec bool) {

@@ -9,9 +9,10 @@ const vectorKernels = false
 // axpyVector does nothing and reports false: axpy uses its portable path.
 func axpyVector(a float32, x, y []float32) bool { return false }
 
-// smUpdateRowVector does nothing and reports false: smUpdateRow runs.
-func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) bool {
-	return false
+// smUpdateRowVector does nothing and returns 0: smUpdateRow updates every
+// edge.
+func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) int {
+	return 0
 }
 
 // SetVectorKernels reports false: this build has no vector kernels (see

@@ -3,7 +3,6 @@
 package model
 
 import (
-	"math"
 	"math/bits"
 	"simd/archsimd"
 )
@@ -62,12 +61,13 @@ func axpy512(a float32, x, y []float32) {
 	archsimd.ClearAVXUpperBits()
 }
 
-// smUpdateRowVector is smUpdateRow with AVX-512 (16 edges a step, the same
-// operations in the same order per edge, unfused: the same bits), and
-// reports true; false, doing nothing, when the vector kernels are off.
-func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) bool {
+// smUpdateRowVector is smUpdateRow with AVX-512 on the row's leading
+// whole blocks of 16 edges (the same operations in the same order per
+// edge, unfused: the same bits), and returns how many edges it updated;
+// smUpdateRow does the rest. 0 when the vector kernels are off.
+func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) int {
 	if !vectorKernels {
-		return false
+		return 0
 	}
 	n := len(s)
 	m, w, eff, g = m[:n], w[:n], eff[:n], g[:n]
@@ -107,24 +107,8 @@ func smUpdateRowVector(s, m, w, eff, g []float32, first uint32, lr, mu, wd float
 		}
 	}
 	archsimd.ClearAVXUpperBits()
-	for ; j < n; j++ {
-		sj := s[j]
-		wb := math.Float32bits(w[j])
-		ws := math.Float32frombits(wb ^ (math.Float32bits(sj) & signBit))
-		mj := mu*m[j] + (g[j]*ws + wd*sj)
-		m[j] = mj
-		sj -= lr * mj
-		s[j] = sj
-		ab := math.Float32bits(sj) &^ signBit
-		kept := uint32(int32(hi-ab) >> 31)
-		eff[j] = math.Float32frombits(wb & kept)
-		above += int(kept & 1)
-		if ab-lo <= span {
-			bd.cand = append(bd.cand, uint64(ab)<<32|uint64(first+uint32(j)))
-		}
-	}
 	bd.above = above
-	return true
+	return j
 }
 
 // SetVectorKernels switches the vector kernels on (if the CPU has AVX-512)

@@ -59,18 +59,7 @@ func TestVectorBuildSameModel(t *testing.T) {
 	defer func() { vectorKernels = true }()
 	_, test := loadMNIST(t)
 	run := func() (int, float64) {
-		net, err := NewSupermask(lenet, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		orders := make([][]uint32, len(net.Layers))
-		for l := range net.Layers {
-			orders[l] = net.Layers[l].InitOrder
-		}
-		eff, colsum, err := net.EffectiveFromRanking(orders, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		eff, colsum := initialEffective(t)
 		return NewEvaluator(lenet).Run(eff, colsum, test, 0, test.N)
 	}
 	vectorKernels = false

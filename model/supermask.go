@@ -100,7 +100,7 @@ func NewSupermaskKeep(sizes []int, seed uint64, frac float64) (*Supermask, error
 			sorted[i] = init[e]
 		}
 		keep := max(n-int(float64(n)*(1-frac)), 1)
-		thr := kthLargestAbs(sorted, keep)
+		thr := kthLargestAbs(sorted, keep, new([]uint32))
 		on := make([]bool, n)
 		for i, v := range sorted {
 			on[i] = math.Float32bits(v)&^signBit >= thr
@@ -121,9 +121,14 @@ func (net *Supermask) Params() int {
 	return n
 }
 
-// kthLargestAbs returns the bit pattern of the k-th largest |v| of vals.
-func kthLargestAbs(vals []float32, k int) uint32 {
-	bits := make([]uint32, len(vals))
+// kthLargestAbs returns the bit pattern of the k-th largest |v| of vals
+// (for non-negative floats, ordered as the values), using *scr as scratch
+// (grown when too small; trainers keep theirs across steps).
+func kthLargestAbs(vals []float32, k int, scr *[]uint32) uint32 {
+	if cap(*scr) < len(vals) {
+		*scr = make([]uint32, len(vals))
+	}
+	bits := (*scr)[:len(vals)]
 	for i, v := range vals {
 		bits[i] = math.Float32bits(v) &^ signBit
 	}

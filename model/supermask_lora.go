@@ -237,15 +237,7 @@ func (t *MaskedLoRATrainer) step(s, m, w []float32, e int, g, lr float32) {
 
 // threshold is chain layer c's Keep-th largest |score| bit pattern.
 func (t *MaskedLoRATrainer) threshold(c int) uint32 {
-	s := t.scores[c]
-	if cap(t.scr) < len(s) {
-		t.scr = make([]uint32, len(s))
-	}
-	scr := t.scr[:len(s)]
-	for i, v := range s {
-		scr[i] = math.Float32bits(v) &^ signBit
-	}
-	return selectKthLargest(scr, t.m.Mask.Layers[c].Keep)
+	return kthLargestAbs(t.scores[c], t.m.Mask.Layers[c].Keep, &t.scr)
 }
 
 // maskedConst is w where |s| is at least the threshold, else 0.

@@ -155,15 +155,13 @@ func (t *SupermaskTrainer) setThreshold(l int) {
 // effective weight of every edge whose mask the band already decides: w above
 // the band, 0 below it and, for now, inside it. first is the row's first edge.
 func smUpdateRow(s, m, w, eff, g []float32, first uint32, lr, mu, wd float32, bd *band) {
-	if smUpdateRowVector(s, m, w, eff, g, first, lr, mu, wd, bd) {
-		return
-	}
+	j0 := smUpdateRowVector(s, m, w, eff, g, first, lr, mu, wd, bd) // the vector build's leading blocks
 	n := len(s)
 	m, w, eff, g = m[:n], w[:n], eff[:n], g[:n]
 	lo, hi := bd.lo, bd.hi
 	span := hi - lo
 	above := bd.above
-	for j := 0; j < n; j++ {
+	for j := j0; j < n; j++ {
 		sj := s[j]
 		wb := math.Float32bits(w[j])
 		ws := math.Float32frombits(wb ^ (math.Float32bits(sj) & signBit))
@@ -209,16 +207,7 @@ func (t *SupermaskTrainer) selectThreshold(l int) (uint32, bool) {
 
 // fullThreshold selects layer l's Keep-th largest |score| among all scores.
 func (t *SupermaskTrainer) fullThreshold(l int) uint32 {
-	keep := t.net.Layers[l].Keep
-	s := t.scores[l]
-	if cap(t.scr) < len(s) {
-		t.scr = make([]uint32, len(s))
-	}
-	scr := t.scr[:len(s)]
-	for i, v := range s {
-		scr[i] = math.Float32bits(v) &^ signBit
-	}
-	return selectKthLargest(scr, keep)
+	return kthLargestAbs(t.scores[l], t.net.Layers[l].Keep, &t.scr)
 }
 
 // rebuild recomputes layer l's effective weights from its scores and

@@ -58,14 +58,29 @@ func edgeRanks(cfg Config, rank int) func(int) int {
 	}
 }
 
+// loraInputs are the MNIST split and the pre-trained base of a low-rank
+// scenario's run.
+func loraInputs(cfg Config) (task.Data, *task.Base, error) {
+	d, err := mnistData(cfg)
+	if err != nil {
+		return task.Data{}, nil, err
+	}
+	base, err := loraBase(cfg)
+	return d, base, err
+}
+
+// checkAdapterRank checks a low-rank scenario's rank.
+func checkAdapterRank(rank int) error {
+	if rank < 1 || rank > 300 {
+		return &ConfigError{Field: "rank", Msg: fmt.Sprintf("%d, must be in 1..300", rank)}
+	}
+	return nil
+}
+
 // buildLoRA builds the lora-mnist task for an effective config with the
 // given rank and compression; ranks, optional, gives heterogeneous ranks.
 func buildLoRA(cfg Config, rank int, compression string, ranks func(int) int) (*task.LoRA, error) {
-	d, err := mnistData(cfg)
-	if err != nil {
-		return nil, err
-	}
-	base, err := loraBase(cfg)
+	d, base, err := loraInputs(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -77,8 +92,8 @@ func buildLoRA(cfg Config, rank int, compression string, ranks func(int) int) (*
 	} else {
 		ApplyHyper(cfg, &lc.Hyper, &lc.LRDecay)
 	}
-	if rank < 1 || rank > 300 {
-		return nil, &ConfigError{Field: "rank", Msg: fmt.Sprintf("%d, must be in 1..300", rank)}
+	if err := checkAdapterRank(rank); err != nil {
+		return nil, err
 	}
 	if cfg.EdgeRank > rank {
 		return nil, &ConfigError{Field: "edge_rank", Msg: fmt.Sprintf("%d, must be at most the federation's rank %d", cfg.EdgeRank, rank)}
@@ -158,17 +173,13 @@ func init() {
 // buildFRLLoRA builds the frl-lora-mnist task of an effective config; tune,
 // applied last, may change the task's settings.
 func buildFRLLoRA(cfg Config, tune func(*task.FRLLoRAConfig)) (*task.FRL, error) {
-	if cfg.Rank < 1 || cfg.Rank > 300 {
-		return nil, &ConfigError{Field: "rank", Msg: fmt.Sprintf("%d, must be in 1..300", cfg.Rank)}
+	if err := checkAdapterRank(cfg.Rank); err != nil {
+		return nil, err
 	}
 	if cfg.EdgeRank != 0 {
 		return nil, &ConfigError{Field: "edge_rank", Msg: "frl-lora-mnist peers all rank adapters of the federation's rank"}
 	}
-	d, err := mnistData(cfg)
-	if err != nil {
-		return nil, err
-	}
-	base, err := loraBase(cfg)
+	d, base, err := loraInputs(cfg)
 	if err != nil {
 		return nil, err
 	}
