@@ -283,6 +283,10 @@ func Aggregations(scenarioName string) []string {
 	return slices.Clone(scenarios[scenarioName].aggregations)
 }
 
+// FineTunes reports whether a scenario fine-tunes a pre-trained base model
+// (task.base_model): lora-mnist and frl-lora-mnist.
+func FineTunes(scenarioName string) bool { return scenarios[scenarioName].base }
+
 // Parse reads a genesis file, fills in the defaults and validates it.
 func Parse(b []byte) (*Genesis, error) {
 	if len(b) > MaxFileBytes {
