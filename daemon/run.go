@@ -241,8 +241,9 @@ type daemon struct {
 
 // loadFederation finds the genesis to run: the option's, the config's, or
 // the one the store already serves. A store serves one federation: another
-// genesis is refused. The genesis (and a lora-mnist base model) is copied
-// into the home so that status and export work without the original.
+// genesis is refused. The genesis (and its base model, for lora-mnist and
+// frl-lora-mnist) is copied into the home so that status and export work
+// without the original.
 func loadFederation(home string, cfg Config, opt RunOptions, st storage.Store) (*genesis.Genesis, error) {
 	path := opt.Federation
 	if path == "" && cfg.Federation != "" {
