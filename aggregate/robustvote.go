@@ -2,8 +2,6 @@ package aggregate
 
 import (
 	"fmt"
-	"math"
-	"slices"
 
 	"github.com/fedrank/fedrank/rankvote"
 )
@@ -241,84 +239,3 @@ func (v *ClampedVote) SetWorkers(n int) { v.vote.SetWorkers(n) }
 
 // Finalize implements Aggregator.
 func (v *ClampedVote) Finalize() ([]byte, error) { return v.finalizeFiltered(v.vote) }
-
-// HoldVote is the "vote-hold" aggregator: vote-clamp's vote, then, per
-// layer, rankvote.Holder.Hold against the round's global model, so that an
-// edge changes its mask state only if the clamped vote puts it more than a
-// margin inside the other state's positions, with as many edges leaving the
-// mask as entering it. The margin of a layer is Beta times its clamp
-// radius, rounded up. Dropped voters are reported as for vote-clamp.
-type HoldVote struct {
-	rankingInput
-	vote  *rankvote.ClampedVote
-	on    [][]bool
-	beta  float64
-	hold  rankvote.Holder
-	stats []rankvote.HoldStat
-}
-
-// NewHoldVote returns the "vote-hold" aggregator for networks of spec: on[l]
-// tells which positions of layer l's global ranking the mask keeps
-// (model.SupermaskLayer.On), alpha is vote-clamp's (0: its default) and
-// beta the margin in units of the clamp radius.
-func NewHoldVote(spec Spec, on [][]bool, alpha, beta float64) (*HoldVote, error) {
-	c, err := NewClampedVote(spec, alpha)
-	if err != nil {
-		return nil, err
-	}
-	sizes := c.spec.Layers()
-	if len(on) != len(sizes) {
-		return nil, fmt.Errorf("aggregate: vote-hold: masks of %d layers, network has %d", len(on), len(sizes))
-	}
-	for l, o := range on {
-		if len(o) != sizes[l] {
-			return nil, fmt.Errorf("aggregate: vote-hold: layer %d mask has %d positions, want %d", l, len(o), sizes[l])
-		}
-	}
-	if !(beta >= 0) || beta > 1e6 {
-		return nil, fmt.Errorf("aggregate: vote-hold: margin %v, want a non-negative number", beta)
-	}
-	v := &HoldVote{vote: c.vote, on: on, beta: beta}
-	v.rankingInput = rankingInput{spec: c.spec, count: v.vote, dec: updateDecoder{spec: c.spec}}
-	return v, nil
-}
-
-// Name implements Aggregator.
-func (v *HoldVote) Name() string { return "vote-hold" }
-
-// Kept reports, for each update of the round in the order of Add, whether the
-// last Finalize counted it.
-func (v *HoldVote) Kept() []bool { return v.vote.Kept() }
-
-// Dropped implements DropReporter: the voters the last Finalize filtered out.
-func (v *HoldVote) Dropped() []string { return v.drops.list() }
-
-// SetWorkers implements Parallel.
-func (v *HoldVote) SetWorkers(n int) { v.vote.SetWorkers(n) }
-
-// Holds returns, per layer, what the last Finalize's hold did.
-func (v *HoldVote) Holds() []rankvote.HoldStat { return slices.Clone(v.stats) }
-
-// Finalize implements Aggregator.
-func (v *HoldVote) Finalize() ([]byte, error) {
-	if v.vote.Voters() == 0 {
-		v.drops.finalize(nil)
-		return nil, ErrNoUpdates
-	}
-	prev, err := v.spec.DecodeFRLModel(v.dec.global, nil)
-	if err != nil {
-		return nil, fmt.Errorf("aggregate: vote-hold: the round's global model: %w", err)
-	}
-	order := v.vote.Result(nil)
-	kept := v.vote.Kept()
-	v.drops.finalize(func(i int) bool { return kept[i] })
-	radius := v.vote.Radius()
-	v.stats = v.stats[:0]
-	for l := range order {
-		margin := int(math.Ceil(v.beta*float64(radius[l]) - 1e-9))
-		var st rankvote.HoldStat
-		order[l], st = v.hold.Hold(prev[l], order[l], v.on[l], margin, nil)
-		v.stats = append(v.stats, st)
-	}
-	return v.spec.EncodeFRLModel(order), nil
-}

@@ -24,7 +24,7 @@ func init() {
 		Name:        "frl-mnist",
 		Description: "Federated Rank Learning on MNIST: LeNet-300-100 supermask, peers vote on edge rankings",
 		Defaults:    frl,
-		Aggregators: []string{"vote-clamp", "vote-robust", "vote", "vote-median", "vote-hold"},
+		Aggregators: []string{"vote-clamp", "vote-robust", "vote", "vote-median"},
 		Updates:     task.Rankings,
 		Build: func(cfg Config) (task.Task, error) {
 			d, err := mnistData(cfg)

@@ -161,7 +161,7 @@ func init() {
 			Aggregator: "vote-clamp", RankingCodec: task.DefaultRankingCodec,
 			Rank: d.Rank,
 		},
-		Aggregators: []string{"vote-clamp", "vote-robust", "vote", "vote-median", "vote-hold"},
+		Aggregators: []string{"vote-clamp", "vote-robust", "vote", "vote-median"},
 		Updates:     task.Rankings,
 		Build: func(cfg Config) (task.Task, error) {
 			return buildFRLLoRA(cfg, func(*task.FRLLoRAConfig) {})

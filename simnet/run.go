@@ -196,8 +196,6 @@ func aggregatorParams(name string) string {
 		return "edges ordered by their median position; trim_fraction=0.5"
 	case "vote-clamp":
 		return fmt.Sprintf("vote-robust's filter (hampel_k=%.4g), then a borda count of the kept rankings with every position clamped to within c of the edge's median position; c = alpha x the median kept voter's mean distance from the median positions, alpha=%g", rankvote.HampelK, rankvote.DefaultClampAlpha)
-	case "vote-hold":
-		return fmt.Sprintf("vote-clamp (alpha=%g), then an edge changes its mask state only if the clamped vote puts it more than beta x c positions inside the other state, as many leaving as entering, deepest first; beta=%g", rankvote.DefaultClampAlpha, task.DefaultHoldBeta)
 	case "fedavg":
 		return "average weighted by sample counts"
 	case "median":

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -293,11 +292,7 @@ var frlAggregators = []namedAggregator{
 	{"vote-robust", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewFilteredVote(s) }},
 	{"vote", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewVote(s) }},
 	{"vote-median", func(s aggregate.Spec) (aggregate.Aggregator, error) { return aggregate.NewMedianVote(s) }},
-	{"vote-hold", nil},
 }
-
-// DefaultHoldBeta is vote-hold's margin in units of the clamp radius.
-const DefaultHoldBeta = 0.5
 
 // Spec is the network identity (sizes and seed) the task's payloads use.
 func (t *FRL) Spec() aggregate.Spec { return t.spec }
@@ -323,17 +318,6 @@ func (t *FRL) InitialModel() ([]byte, error) {
 
 // NewAggregator implements Task.
 func (t *FRL) NewAggregator(name string) (aggregate.Aggregator, error) {
-	if name == "vote-hold" {
-		on := make([][]bool, len(t.net.Layers))
-		for l := range on {
-			on[l] = t.net.Layers[l].On
-		}
-		beta := DefaultHoldBeta
-		if s := os.Getenv("FEDRANK_HOLD_BETA"); s != "" {
-			beta, _ = strconv.ParseFloat(s, 64)
-		}
-		return aggregate.NewHoldVote(t.spec, on, 0, beta)
-	}
 	return newAggregator(t.cfg.Name, frlAggregators, name, t.spec)
 }
 
