@@ -235,7 +235,7 @@ type scenario struct {
 var scenarios = map[string]scenario{
 	"frl-mnist":    {aggregations: []string{"vote-clamp", "vote-robust", "vote", "vote-median"}},
 	"fedavg-mnist": {aggregations: []string{"fedavg", "median", "trimmed-mean", "multi-krum"}},
-	"lora-mnist":   {aggregations: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeFedAvg}, lora: true},
+	"lora-mnist":   {aggregations: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeMedian, task.MergeFedAvg}, lora: true},
 }
 
 // Scenarios lists the scenario names a genesis accepts, sorted.
