@@ -28,11 +28,11 @@ func (t *LoRA) UpdateKind() UpdateKind {
 //     trained), A left as trained. The product is what counts: with A
 //     frozen (lora-ffa) ΔW' − ΔW0 = −Scale·Aᵀ(B − B0), exactly the honest
 //     step flipped and scaled. With A free, flipping both factors would not
-//     flip the product: (A0 − sΔA)ᵀ(B0 − sΔB) = A0ᵀB0 − s(ΔAᵀB0 + A0ᵀΔB)
-//     + s²ΔAᵀΔB, whose second-order term keeps the honest sign and grows as
-//     s²; flipping B only gives ΔW' − ΔW0 = ΔAᵀB0 − s·AᵀΔB (A the trained
-//     one), linear in s: B's part of the step flipped and scaled, A's part
-//     (zero in round 1, where B0 = 0) kept.
+//     flip the product: (A0 − sΔA)ᵀ(B0 − sΔB) is A0ᵀB0 − s(ΔAᵀB0 + A0ᵀΔB)
+//     plus s²ΔAᵀΔB, a second-order term that keeps the honest sign and
+//     grows as s²; flipping B only gives ΔW' − ΔW0 = ΔAᵀB0 − s·AᵀΔB (A the
+//     trained one), linear in s: B's part of the step flipped and scaled,
+//     A's part (zero in round 1, where B0 = 0) kept.
 //
 // The forged update is sent at the honest update's ranks in the task's
 // codec, as honest peers send theirs; values are clamped so that it always
