@@ -10,7 +10,8 @@
 //	config.toml   the node configuration (every default written out)
 //	store/        the Badger store: genesis, models, updates, rounds
 //	genesis.toml  a copy of the federation's genesis (and its base model,
-//	              for lora-mnist), so that status and export work alone
+//	              for lora-mnist and frl-lora-mnist), so that status
+//	              and export work alone
 //	api           while the daemon runs: the URL of its HTTP endpoint
 package daemon
 
@@ -98,7 +99,9 @@ type Data struct {
 type Train struct {
 	// Rank, for lora-mnist members: the adapter rank this peer trains and
 	// uploads, 1 up to the federation's (0 = the federation's). A small
-	// board on a slow uplink trains and sends fewer components.
+	// board on a slow uplink trains and sends fewer components. A
+	// frl-lora-mnist member refuses to start with one: its rankings would be
+	// of another rank's adapters, which the vote cannot count.
 	Rank int `toml:"rank"`
 }
 
@@ -217,8 +220,8 @@ func (c Config) Encode() ([]byte, error) {
 #   watermarks. memory_limit: libp2p resource manager limit in bytes (0: auto).
 # [data] train: this peer's training shard (MNIST IDX files, see node shard).
 #   test: a test set (t10k IDX files); with one, the peer evaluates each round.
-# [train] rank: lora-mnist only: train and send adapters of this rank, at
-#   most the federation's (0: the federation's).
+# [train] rank: lora-mnist only (frl-lora-mnist refuses it): train and send
+#   adapters of this rank, at most the federation's (0: the federation's).
 # [store] low_memory: Badger's small-memory options.
 # [api] address: local HTTP endpoint for /metrics, /status, /id and /model
 #   (port 0: a free port, written to the file "api" while the daemon runs).

@@ -241,8 +241,9 @@ type daemon struct {
 
 // loadFederation finds the genesis to run: the option's, the config's, or
 // the one the store already serves. A store serves one federation: another
-// genesis is refused. The genesis (and a lora-mnist base model) is copied
-// into the home so that status and export work without the original.
+// genesis is refused. The genesis (and its base model, for lora-mnist and
+// frl-lora-mnist) is copied into the home so that status and export work
+// without the original.
 func loadFederation(home string, cfg Config, opt RunOptions, st storage.Store) (*genesis.Genesis, error) {
 	path := opt.Federation
 	if path == "" && cfg.Federation != "" {
@@ -366,7 +367,7 @@ func (d *daemon) prepare(ctx context.Context, key crypto.PrivKey, nc node.Config
 	}
 	if nc.Role == node.RoleTrainer {
 		rc.Train = func(round uint64, m []byte) ([]byte, int64, error) {
-			p, err := tk.Train(task.Job{Client: 0, Round: round, Model: m, Seed: trainSeed(g.Seed, round, d.self)})
+			p, err := tk.Train(task.Job{Client: 0, Round: round, Model: m, Seed: TrainSeed(g.Seed, round, d.self)})
 			return p, int64(tk.ClientSamples(0)), err
 		}
 		if flt != nil {
@@ -422,10 +423,11 @@ func loadData(home string, dc Data, trainer bool) (task.Data, error) {
 	return td, nil
 }
 
-// trainSeed seeds a trainer's local training: a function of the federation
-// seed, the round and the peer, so that a retrained update (after a crash)
-// is the same update.
-func trainSeed(seed, round uint64, self string) uint64 {
+// TrainSeed seeds a trainer's local training (task.Job.Seed): a function of
+// the federation seed, the round and the peer ID, so that a retrained update
+// (after a crash) is the same update. Exported so that a test can replay a
+// federation's rounds.
+func TrainSeed(seed, round uint64, self string) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(self); i++ {
 		h = (h ^ uint64(self[i])) * 1099511628211

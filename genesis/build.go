@@ -19,8 +19,9 @@ const (
 	// modelStream: the model seed is splitmix.Nth(S, modelStream)
 	// (simnet's subSeed(S, seedModel)).
 	modelStream uint64 = 1
-	// pretrainStream: the simulator's lora-mnist base model is pre-trained
-	// with seed splitmix.Nth(S, pretrainStream) (simnet's seedPretrain).
+	// pretrainStream: the simulator's lora-mnist (and frl-lora-mnist) base
+	// model is pre-trained with seed splitmix.Nth(S, pretrainStream)
+	// (simnet's seedPretrain).
 	pretrainStream uint64 = 0x10aa
 	// selectStream: trainer selection is seeded with
 	// splitmix.Derive(S, selectStream) (simnet's streamSelect).
@@ -31,8 +32,9 @@ const (
 func (g *Genesis) ModelSeed() uint64 { return splitmix.Nth(g.Seed, modelStream) }
 
 // PretrainSeed is the seed with which the simulator pre-trains the base model
-// of its lora-mnist run of seed g.Seed (task.DefaultPretrain(PretrainSeed())
-// on the MNIST training set): the base file to use to match the simulator.
+// of its lora-mnist and frl-lora-mnist runs of seed g.Seed
+// (task.DefaultPretrain(PretrainSeed()) on the MNIST training set): the base
+// file to use to match the simulator.
 func (g *Genesis) PretrainSeed() uint64 { return splitmix.Nth(g.Seed, pretrainStream) }
 
 // SelectSeed seeds trainer selection (node.Config.Seed).
@@ -82,8 +84,8 @@ func (g *Genesis) NodeConfig(self string) (node.Config, error) {
 // BuildTask builds the scenario's task with the genesis's hyperparameters on
 // this peer's data: a trainer's training samples (one client holding them
 // all, say) and test set if any, or for the aggregator task.Data{Test: ...}
-// or task.Data{} (see task.Data). lora-mnist reads the base model file
-// (LoadBase). The task's InitialModel is the same bytes on every peer and
+// or task.Data{} (see task.Data). lora-mnist and frl-lora-mnist read the
+// base model file (LoadBase). The task's InitialModel is the same bytes on every peer and
 // equals the simulator's for the same scenario and seed.
 func (g *Genesis) BuildTask(d task.Data) (task.Task, error) {
 	return g.BuildLocalTask(d, Local{})
@@ -108,13 +110,25 @@ func (g *Genesis) BuildLocalTask(d task.Data, l Local) (task.Task, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
-	if l.Rank != 0 && (g.Scenario != "lora-mnist" || g.AggregatorName == task.MergeFedAvg) {
-		return nil, fmt.Errorf("train.rank %d: a local adapter rank is for lora-mnist federations with adapters (this one runs %s with %s)", l.Rank, g.Scenario, g.AggregatorName)
-	}
 	f := g.filled()
 	p := &f.Task
+	if l.Rank != 0 && f.Scenario == "frl-lora-mnist" {
+		return nil, fmt.Errorf("train.rank %d: the members of a frl-lora-mnist federation all rank the edges of the federation's rank-%d adapters (task.rank): "+
+			"a ranking of adapters of another rank cannot be voted with theirs; leave train.rank at 0", l.Rank, p.Rank)
+	}
+	if l.Rank != 0 && (f.Scenario != "lora-mnist" || f.AggregatorName == task.MergeFedAvg) {
+		return nil, fmt.Errorf("train.rank %d: a local adapter rank is for lora-mnist federations with adapters (this one runs %s with %s)", l.Rank, f.Scenario, f.AggregatorName)
+	}
 	seed := f.ModelSeed()
 	switch f.Scenario {
+	case "frl-lora-mnist":
+		base, err := f.LoadBase()
+		if err != nil {
+			return nil, err
+		}
+		c := task.DefaultFRLLoRA(seed)
+		c.Hyper, c.LRDecay, c.Rank, c.Codec = p.hyper(), p.LRDecay, p.Rank, p.RankingCodec
+		return task.NewFRLLoRA(c, base, d)
 	case "frl-mnist":
 		c := task.DefaultFRL(seed)
 		c.Hyper, c.LRDecay, c.Codec = p.hyper(), p.LRDecay, p.RankingCodec
@@ -146,8 +160,9 @@ func (g *Genesis) BuildLocalTask(d task.Data, l Local) (task.Task, error) {
 	return nil, fieldErr("scenario", "unknown scenario %q", f.Scenario)
 }
 
-// LoadBase reads the lora-mnist base model (BaseModelPath), checks its
-// SHA-256 against Task.BaseModelHash and decodes it (task.DecodeBase).
+// LoadBase reads the base model of lora-mnist or frl-lora-mnist
+// (BaseModelPath), checks its SHA-256 against Task.BaseModelHash and
+// decodes it (task.DecodeBase).
 func (g *Genesis) LoadBase() (*task.Base, error) {
 	path := g.BaseModelPath()
 	if path == "" {

@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -200,10 +199,19 @@ func TestBuildTask(t *testing.T) {
 			c.Merge, c.DenseHyper, c.LRDecay = "fedavg", customHyper, 0.9
 			return task.NewLoRA(c, b, d)
 		}},
+		{"frl-lora default", "frl-lora-mnist", "", TaskParams{}, func(seed uint64, b *task.Base, d task.Data) (task.Task, error) {
+			return task.NewFRLLoRA(task.DefaultFRLLoRA(seed), b, d)
+		}},
+		{"frl-lora custom", "frl-lora-mnist", "vote-median", TaskParams{LR: 0.1, Momentum: ptr(0.5), WeightDecay: ptr(0.0), Epochs: 1, Batch: 4, Cosine: ptr(false), LRDecay: 0.9, Rank: 3, RankingCodec: "delta"},
+			func(seed uint64, b *task.Base, d task.Data) (task.Task, error) {
+				c := task.DefaultFRLLoRA(seed)
+				c.Hyper, c.LRDecay, c.Rank, c.Codec = customHyper, 0.9, 3, "delta"
+				return task.NewFRLLoRA(c, b, d)
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := sample(t)
-			if tc.scenario == "lora-mnist" {
+			if scenarios[tc.scenario].base {
 				g = loraSample(t, dir)
 				tc.params.BaseModel, tc.params.BaseModelHash = g.Task.BaseModel, g.Task.BaseModelHash
 			}
@@ -229,7 +237,7 @@ func TestBuildTask(t *testing.T) {
 				t.Fatal(err)
 			}
 			var base *task.Base
-			if tc.scenario == "lora-mnist" {
+			if scenarios[tc.scenario].base {
 				if base, err = g.LoadBase(); err != nil {
 					t.Fatal(err)
 				}
@@ -432,31 +440,15 @@ func TestInitialModelPortable(t *testing.T) {
 	}
 }
 
-// simulatorOnly are the simulator's scenarios a genesis does not offer:
-// frl-lora-mnist (rank-vote fine-tuning, issue 13) runs in `node sim` only
-// for now; a daemon federation of it needs the base model in the genesis,
-// as lora-mnist has.
-var simulatorOnly = []string{"frl-lora-mnist"}
-
-// TestSimulatorOnlyScenarios: every simulator scenario is a genesis
-// scenario or listed in simulatorOnly, and a genesis refuses those.
-func TestSimulatorOnlyScenarios(t *testing.T) {
+// TestEverySimulatorScenario: every simulator scenario is a genesis scenario,
+// and every genesis scenario a simulator one.
+func TestEverySimulatorScenario(t *testing.T) {
+	var sim []string
 	for _, sc := range simnet.Scenarios() {
-		if !slices.Contains(Scenarios(), sc.Name) && !slices.Contains(simulatorOnly, sc.Name) {
-			t.Errorf("simulator scenario %s is neither a genesis scenario nor simulator-only", sc.Name)
-		}
+		sim = append(sim, sc.Name)
 	}
-	for _, name := range simulatorOnly {
-		if _, ok := simnet.LookupScenario(name); !ok {
-			t.Errorf("simulator-only scenario %s is not in the simulator", name)
-		}
-		if slices.Contains(Scenarios(), name) {
-			t.Errorf("simulator-only scenario %s is a genesis scenario", name)
-		}
-		g := sample(t)
-		g.Scenario = name
-		if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "unknown scenario") {
-			t.Errorf("genesis of %s: %v, want unknown scenario", name, err)
-		}
+	slices.Sort(sim)
+	if !slices.Equal(sim, Scenarios()) {
+		t.Fatalf("simulator scenarios %v, genesis scenarios %v", sim, Scenarios())
 	}
 }

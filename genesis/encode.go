@@ -97,14 +97,26 @@ func (g *Genesis) Encode() ([]byte, error) {
 	e.key("Local mini-batch size.", "batch", strconv.Itoa(p.Batch))
 	e.key("Anneal the learning rate over the local epochs (cosine).", "cosine", strconv.FormatBool(*p.Cosine))
 	e.key("Learning-rate factor per round, (0, 1].", "lr_decay", e.float(p.LRDecay))
-	if k, _, _ := task.ParseRankingCodec(p.RankingCodec); k != task.CodecPacked || f.Scenario == "frl-mnist" {
+	sc := scenarios[f.Scenario]
+	if k, _, _ := task.ParseRankingCodec(p.RankingCodec); k != task.CodecPacked || sc.rankings {
+		leftOut := `"packed". Part of the id only when not packed.`
+		if d := defaultsOf(f.Scenario, f.AggregatorName).rankingCodec; d != task.CodecPacked {
+			leftOut = strconv.Quote(d) + "."
+		}
 		e.key(`How trainers send rankings: "packed", "delta" (lossless, coded against the global model),
-"bucket:B" or "bucket-mask:B" (lossy). Left out: "packed". Part of the id only when not packed.`,
+"bucket:B" or "bucket-mask:B" (lossy). Left out: `+leftOut,
 			"ranking_codec", e.str(cmp.Or(p.RankingCodec, task.CodecPacked)))
 	}
-	if scenarios[f.Scenario].lora {
-		e.key("Adapter rank.", "rank", strconv.Itoa(p.Rank))
-		e.key(`Codec of uploaded adapter factors: "fp32", "fp16" or "int8".`, "compression", e.str(p.Compression))
+	if sc.base {
+		if sc.rankings {
+			e.key("Rank of the supermask adapters whose edges every member ranks (per layer at\n"+
+				"most min(in, out)).", "rank", strconv.Itoa(p.Rank))
+		} else {
+			e.key("Adapter rank.", "rank", strconv.Itoa(p.Rank))
+		}
+		if sc.compression {
+			e.key(`Codec of uploaded adapter factors: "fp32", "fp16" or "int8".`, "compression", e.str(p.Compression))
+		}
 		e.key("The pre-trained base model (dense safetensors), relative to this file's\n"+
 			"directory. Not part of the id.", "base_model", e.str(p.BaseModel))
 		e.key("SHA-256 of the base model file, checked when it is read. Part of the id.",

@@ -16,8 +16,13 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(strings.Replace(text, "lr = 0.4", "lr = 1e-300\nmomentum = 0.0\ncosine = false", 1)))
 	f.Add([]byte(strings.Replace(text, `name = "pilot"`, `name = "\u0000\"\\é\U0001F600"`, 1)))
 	f.Add([]byte(strings.Replace(text, "frl-mnist", "lora-mnist", 1) + "rank = 3\ncompression = \"fp16\"\nbase_model = \"b\"\nbase_model_hash = \"" + strings.Repeat("a", 64) + "\"\n"))
+	f.Add([]byte(strings.Replace(text, "frl-mnist", "frl-lora-mnist", 1) + "rank = 8\nranking_codec = \"delta\"\nbase_model = \"b\"\nbase_model_hash = \"" + strings.Repeat("B", 64) + "\"\n"))
 	g := sample(f)
 	if b, err := g.Encode(); err == nil {
+		f.Add(b)
+	}
+	fl := frlLoRASample(f, f.TempDir())
+	if b, err := fl.Encode(); err == nil {
 		f.Add(b)
 	}
 	f.Add([]byte("name = \n"))

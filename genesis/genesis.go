@@ -43,9 +43,10 @@
 //	                   shortest float64 form), epochs, batch (integers),
 //	                   cosine (boolean), lr_decay (number), ranking_codec
 //	                   (string, omitted when "packed"), rank (integer,
-//	                   0 outside lora-mnist), compression (string, "" outside
-//	                   lora-mnist), base_model_hash (lower-case hex string,
-//	                   "" outside lora-mnist)
+//	                   0 outside lora-mnist and frl-lora-mnist), compression
+//	                   (string, "" outside lora-mnist), base_model_hash
+//	                   (lower-case hex string, "" outside lora-mnist and
+//	                   frl-lora-mnist)
 //
 // Two files that differ only in comments, whitespace, key order, the order of
 // members, bootstrap, task.base_model (the path; the file's hash is in the
@@ -86,12 +87,13 @@ type Genesis struct {
 	// Members are the peer IDs of the trainers; the aggregator is not one of
 	// them. Their order does not matter (not even to selection).
 	Members []string `toml:"members" json:"members"`
-	// Scenario is the task: "frl-mnist", "fedavg-mnist" or "lora-mnist" (the
-	// simulator's scenarios of those names).
+	// Scenario is the task: "frl-mnist", "fedavg-mnist", "lora-mnist" or
+	// "frl-lora-mnist" (the simulator's scenarios of those names).
 	Scenario string `toml:"scenario" json:"scenario"`
 	// AggregatorName is the aggregation strategy (TOML key "aggregation");
-	// "" is the scenario's default: "vote-clamp" for frl-mnist, "fedavg" for
-	// fedavg-mnist, "lora-svd" for lora-mnist. See Aggregations.
+	// "" is the scenario's default: "vote-clamp" for frl-mnist and
+	// frl-lora-mnist, "fedavg" for fedavg-mnist, "lora-svd" for lora-mnist.
+	// See Aggregations.
 	AggregatorName string `toml:"aggregation" json:"aggregation"`
 	// Seed is the seed of the model (and of trainer selection) exactly as
 	// `node sim --seed`: a genesis of seed S starts from the initial model of
@@ -140,9 +142,9 @@ type Genesis struct {
 }
 
 // TaskParams are the task's hyperparameters. A zero (or nil) setting is the
-// scenario's default, from task.DefaultFRL, task.DefaultFedAvg or
+// scenario's default, from task.DefaultFRL, task.DefaultFedAvg,
 // task.DefaultLoRA (for lora-mnist with aggregation "fedavg", from its
-// DenseHyper: the dense baseline's local training). Momentum, WeightDecay and
+// DenseHyper: the dense baseline's local training) or task.DefaultFRLLoRA. Momentum, WeightDecay and
 // Cosine are pointers because their zero is a setting of its own.
 type TaskParams struct {
 	// LR is the learning rate of the first local epoch of round 1, > 0.
@@ -163,25 +165,31 @@ type TaskParams struct {
 	// RankingCodec is how trainers send rankings: "packed" ("" too),
 	// "delta" (lossless and about 30% smaller, coded against the round's
 	// global model), "bucket:B" or "bucket-mask:B" (lossy; see
-	// task.CodecBucket); frl-mnist only. Part of the id only when not
-	// packed, so that federations made before it keep their ids. A file
-	// without it is packed, as every file was before the codecs: `node
-	// genesis` writes frl-mnist's default, task.DefaultRankingCodec
-	// (bucket-mask:16), unless told otherwise.
+	// task.CodecBucket); frl-mnist and frl-lora-mnist only. Part of the id
+	// only when not packed, so that federations made before it keep their
+	// ids. A frl-mnist file without it is packed, as every file was before
+	// the codecs: `node genesis` writes frl-mnist's default,
+	// task.DefaultRankingCodec (bucket-mask:16), unless told otherwise. A
+	// frl-lora-mnist file without it takes that default,
+	// task.DefaultFRLLoRA's codec (bucket-mask:16), as the simulator does.
 	RankingCodec string `toml:"ranking_codec" json:"ranking_codec"`
 
-	// Rank is the adapters' rank, 1..4096 (lora-mnist only; default 4).
+	// Rank is the adapters' rank, 1..4096 (per layer at most min(in, out)):
+	// lora-mnist's LoRA adapters (default 4), or frl-lora-mnist's supermask
+	// adapters, whose edges every member ranks (default 64, as
+	// task.DefaultFRLLoRA). Other scenarios have none.
 	Rank int `toml:"rank" json:"rank"`
 	// Compression is the codec of uploaded adapter factors: "fp32", "fp16"
 	// or "int8" (lora-mnist only; default "int8").
 	Compression string `toml:"compression" json:"compression"`
 	// BaseModel is the path of the pre-trained base model, a dense
 	// safetensors file (task.Base.Encode), relative to the genesis file's
-	// directory (lora-mnist only; required). Not part of the id.
+	// directory (lora-mnist and frl-lora-mnist, which fine-tune the same
+	// base; required there, refused elsewhere). Not part of the id.
 	BaseModel string `toml:"base_model" json:"base_model"`
 	// BaseModelHash is the lower-case hex SHA-256 of the base model file
 	// (the whole file, metadata included), checked when it is read. Part of
-	// the id (lora-mnist only; required).
+	// the id (lora-mnist and frl-lora-mnist; required there).
 	BaseModelHash string `toml:"base_model_hash" json:"base_model_hash"`
 }
 
@@ -228,14 +236,35 @@ const MaxFileBytes = 16 << 20
 // scenario is what the genesis knows of a simulator scenario.
 type scenario struct {
 	aggregations []string // the first is the default
-	lora         bool
+	// rankings: trainers send rankings (task.ranking_codec).
+	rankings bool
+	// base: the scenario fine-tunes a pre-trained base model with adapters
+	// (task.rank, task.base_model, task.base_model_hash).
+	base bool
+	// compression: trainers upload adapter factors (task.compression).
+	compression bool
 }
+
+// voteAggregations are the ranking scenarios' aggregations (task.FRL's).
+var voteAggregations = []string{"vote-clamp", "vote-robust", "vote", "vote-median"}
 
 // scenarios are the simulator's (simnet/builtin*.go) of the same names.
 var scenarios = map[string]scenario{
-	"frl-mnist":    {aggregations: []string{"vote-clamp", "vote-robust", "vote", "vote-median"}},
-	"fedavg-mnist": {aggregations: []string{"fedavg", "median", "trimmed-mean", "multi-krum"}},
-	"lora-mnist":   {aggregations: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeMedian, task.MergeFedAvg}, lora: true},
+	"frl-mnist":      {aggregations: voteAggregations, rankings: true},
+	"fedavg-mnist":   {aggregations: []string{"fedavg", "median", "trimmed-mean", "multi-krum"}},
+	"lora-mnist":     {aggregations: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeMedian, task.MergeFedAvg}, base: true, compression: true},
+	"frl-lora-mnist": {aggregations: voteAggregations, rankings: true, base: true},
+}
+
+// scenariosWith lists the scenarios of which has holds, sorted, for errors.
+func scenariosWith(has func(scenario) bool) string {
+	var names []string
+	for _, n := range Scenarios() {
+		if has(scenarios[n]) {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, " and ")
 }
 
 // Scenarios lists the scenario names a genesis accepts, sorted.
@@ -253,6 +282,10 @@ func Scenarios() []string {
 func Aggregations(scenarioName string) []string {
 	return slices.Clone(scenarios[scenarioName].aggregations)
 }
+
+// FineTunes reports whether a scenario fine-tunes a pre-trained base model
+// (task.base_model): lora-mnist and frl-lora-mnist.
+func FineTunes(scenarioName string) bool { return scenarios[scenarioName].base }
 
 // Parse reads a genesis file, fills in the defaults and validates it.
 func Parse(b []byte) (*Genesis, error) {
@@ -411,17 +444,17 @@ func (g *Genesis) fill() {
 	if p.LRDecay == 0 {
 		p.LRDecay = d.lrDecay
 	}
-	if p.RankingCodec == "" && g.Scenario == "frl-mnist" {
-		p.RankingCodec = task.CodecPacked // not the simulator's default: see RankingCodec
+	if p.RankingCodec == "" && sc.rankings {
+		p.RankingCodec = d.rankingCodec
 	}
-	if sc.lora {
+	if sc.base {
 		if p.Rank == 0 {
 			p.Rank = d.rank
 		}
-		if p.Compression == "" {
-			p.Compression = d.compression
-		}
 		p.BaseModelHash = strings.ToLower(p.BaseModelHash)
+	}
+	if sc.compression && p.Compression == "" {
+		p.Compression = d.compression
 	}
 }
 

@@ -61,9 +61,12 @@ func TestRoundTrip(t *testing.T) {
 	lora.Task.BaseModelHash = strings.ToUpper(lora.Task.BaseModelHash)
 	loraFedAvg := loraSample(t, dir)
 	loraFedAvg.AggregatorName = "fedavg"
+	frlLoRA := frlLoRASample(t, dir)
+	frlLoRA.AggregatorName, frlLoRA.Task.Rank, frlLoRA.Task.RankingCodec = "vote-median", 8, "bucket:32"
 
 	for name, g := range map[string]*Genesis{
 		"defaults": sample(t), "custom": custom, "lora": lora, "lora-fedavg": loraFedAvg,
+		"frl-lora": frlLoRA, "frl-lora-defaults": frlLoRASample(t, dir),
 		"parsed": mustParse(t, fileText(testPeers(t, 6, 2))),
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -95,3 +95,10 @@ func loraSample(t testing.TB, dir string) *Genesis {
 	g.Task.BaseModel = filepath.Join(dir, g.Task.BaseModel)
 	return g
 }
+
+// frlLoRASample is sample as frl-lora-mnist on a base written into dir.
+func frlLoRASample(t testing.TB, dir string) *Genesis {
+	g := loraSample(t, dir)
+	g.Scenario = "frl-lora-mnist"
+	return g
+}

@@ -115,10 +115,10 @@ func (g *Genesis) Validate() error {
 			return fieldErr("bootstrap", "entry %d %q has no address to dial, only a peer ID", i, a)
 		}
 	}
-	return f.Task.validate(f.Scenario, sc.lora)
+	return f.Task.validate(f.Scenario, sc)
 }
 
-func (p *TaskParams) validate(scenarioName string, lora bool) error {
+func (p *TaskParams) validate(scenarioName string, sc scenario) error {
 	h := p.hyper()
 	switch {
 	case !(h.LR > 0) || math.IsInf(h.LR, 0):
@@ -140,18 +140,19 @@ func (p *TaskParams) validate(scenarioName string, lora bool) error {
 	if _, _, err := task.ParseRankingCodec(p.RankingCodec); err != nil {
 		return fieldErr("task.ranking_codec", "%v", err)
 	}
-	switch {
-	case p.RankingCodec != "" && scenarioName != "frl-mnist":
-		return fieldErr("task.ranking_codec", "only frl-mnist sends rankings, not %s", scenarioName)
+	if p.RankingCodec != "" && !sc.rankings {
+		return fieldErr("task.ranking_codec", "only %s send rankings, not %s", scenariosWith(func(s scenario) bool { return s.rankings }), scenarioName)
 	}
-	if !lora {
+	if p.Compression != "" && !sc.compression {
+		return fieldErr("task.compression", "only %s uploads adapter factors, not %s", scenariosWith(func(s scenario) bool { return s.compression }), scenarioName)
+	}
+	if !sc.base {
 		for _, s := range []struct {
 			name string
 			set  bool
-		}{{"task.rank", p.Rank != 0}, {"task.compression", p.Compression != ""},
-			{"task.base_model", p.BaseModel != ""}, {"task.base_model_hash", p.BaseModelHash != ""}} {
+		}{{"task.rank", p.Rank != 0}, {"task.base_model", p.BaseModel != ""}, {"task.base_model_hash", p.BaseModelHash != ""}} {
 			if s.set {
-				return fieldErr(s.name, "only lora-mnist has it, not %s", scenarioName)
+				return fieldErr(s.name, "only %s have it, not %s", scenariosWith(func(s scenario) bool { return s.base }), scenarioName)
 			}
 		}
 		return nil
@@ -159,14 +160,16 @@ func (p *TaskParams) validate(scenarioName string, lora bool) error {
 	if p.Rank < 1 || p.Rank > 4096 {
 		return fieldErr("task.rank", "%d, must be in 1..4096", p.Rank)
 	}
-	if _, err := lowrank.ParseCodec(p.Compression); err != nil {
-		return fieldErr("task.compression", "%q, must be fp32, fp16 or int8", p.Compression)
+	if sc.compression {
+		if _, err := lowrank.ParseCodec(p.Compression); err != nil {
+			return fieldErr("task.compression", "%q, must be fp32, fp16 or int8", p.Compression)
+		}
 	}
 	if p.BaseModel == "" {
-		return fieldErr("task.base_model", "empty; lora-mnist fine-tunes a base model (a dense safetensors file)")
+		return fieldErr("task.base_model", "empty; %s fine-tunes a base model (a dense safetensors file)", scenarioName)
 	}
 	if p.BaseModelHash == "" {
-		return fieldErr("task.base_model_hash", "empty; lora-mnist needs the SHA-256 of the base model file")
+		return fieldErr("task.base_model_hash", "empty; %s needs the SHA-256 of the base model file", scenarioName)
 	}
 	if b, err := hex.DecodeString(p.BaseModelHash); err != nil || len(b) != 32 {
 		return fieldErr("task.base_model_hash", "%q is not a hex SHA-256 (64 hex digits)", p.BaseModelHash)
@@ -216,17 +219,22 @@ func contains(list []string, s string) bool {
 
 // defaults are a scenario's default task settings.
 type defaults struct {
-	hyper       model.Hyper
-	lrDecay     float64
-	rank        int
-	compression string
+	hyper        model.Hyper
+	lrDecay      float64
+	rank         int
+	compression  string
+	rankingCodec string
 }
 
 func defaultsOf(scenarioName, aggregation string) defaults {
 	switch scenarioName {
 	case "frl-mnist":
 		c := task.DefaultFRL(0)
-		return defaults{hyper: c.Hyper, lrDecay: c.LRDecay}
+		// Packed, not the simulator's default: see TaskParams.RankingCodec.
+		return defaults{hyper: c.Hyper, lrDecay: c.LRDecay, rankingCodec: task.CodecPacked}
+	case "frl-lora-mnist":
+		c := task.DefaultFRLLoRA(0)
+		return defaults{hyper: c.Hyper, lrDecay: c.LRDecay, rank: c.Rank, rankingCodec: c.Codec}
 	case "fedavg-mnist":
 		c := task.DefaultFedAvg(0)
 		return defaults{hyper: c.Hyper, lrDecay: c.LRDecay}

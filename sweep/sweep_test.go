@@ -701,7 +701,7 @@ func TestRepoSweeps(t *testing.T) {
 	for _, a := range simnet.Attacks() {
 		known[a.Name] = true
 	}
-	for name, want := range map[string]int{sweeps.Robustness: 288, sweeps.Smoke: 12} {
+	for name, want := range map[string]int{sweeps.Robustness: 312, sweeps.Smoke: 12} {
 		b, err := sweeps.Files.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)

@@ -8,8 +8,8 @@ import "slices"
 // model.Dense. model.EncodeDenseSafetensors writes them as a file that any
 // dense implementation of that network (PyTorch's nn.Linear stack without
 // bias, or this module's Dense task) loads and scores as the task's Evaluate
-// does. FRL, Dense and LoRA implement it; the returned slices are the
-// caller's.
+// does. FRL (rank-vote fine-tuning too), Dense and LoRA implement it; the
+// returned slices are the caller's.
 type Exporter interface {
 	DenseWeights(m []byte) (sizes []int, w [][]float32, err error)
 }
@@ -21,11 +21,20 @@ var (
 )
 
 // DenseWeights implements Exporter: the effective weights of the global
-// ranking, the frozen signed constants times the model's mask.
+// ranking, the frozen signed constants times the model's mask; for
+// rank-vote fine-tuning (NewFRLLoRA), the base with the masked adapters
+// merged, W0 + s·(M_A ⊙ A)ᵀ(M_B ⊙ Bt) per layer.
 func (t *FRL) DenseWeights(m []byte) ([]int, [][]float32, error) {
 	order, err := t.spec.DecodeFRLModel(m, nil)
 	if err != nil {
 		return nil, nil, err
+	}
+	if t.adapter != nil {
+		w, _, err := t.adapter.EffectiveFromRanking(order)
+		if err != nil {
+			return nil, nil, err
+		}
+		return slices.Clone(t.base.Sizes), w, nil
 	}
 	eff, _, err := t.net.EffectiveFromRanking(order, nil, nil)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/fedrank/fedrank/model"
@@ -70,15 +71,23 @@ func TestExportedModelEvaluatesTheSame(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		tk   func() Task
+		test func() *model.Inputs // nil: d.Test
 	}{
-		{"frl", func() Task { return smallFRL(t) }},
-		{"dense", func() Task { return smallDense(t) }},
-		{"lora-svd", func() Task { return smallLoRA(t, MergeSVD, d) }},
-		{"lora-ffa", func() Task { return smallLoRA(t, MergeFFA, d) }},
-		{"lora-fedavg", func() Task { return smallLoRA(t, MergeFedAvg, d) }},
+		{"frl", func() Task { return smallFRL(t) }, nil},
+		{"dense", func() Task { return smallDense(t) }, nil},
+		{"lora-svd", func() Task { return smallLoRA(t, MergeSVD, d) }, nil},
+		{"lora-ffa", func() Task { return smallLoRA(t, MergeFFA, d) }, nil},
+		{"lora-fedavg", func() Task { return smallLoRA(t, MergeFedAvg, d) }, nil},
+		// Rank-vote fine-tuning exports the base with its masked adapters
+		// merged, not the adapters' factor chain.
+		{"frl-lora", func() Task { return frlLoRASmall(t, DefaultRankingCodec) }, func() *model.Inputs { return loraSmallData(t).Test }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tk := tc.tk()
+			test := d.Test
+			if tc.test != nil {
+				test = tc.test()
+			}
 			agg, err := tk.NewAggregator("")
 			if err != nil {
 				t.Fatal(err)
@@ -103,7 +112,10 @@ func TestExportedModelEvaluatesTheSame(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := plainEval(t, file, d.Test)
+			if tk, ok := tk.(*FRL); ok && tk.Base() != nil && !slices.Equal(sizes, tk.Base().Sizes) {
+				t.Fatalf("exported sizes %v, the base's %v", sizes, tk.Base().Sizes)
+			}
+			got := plainEval(t, file, test)
 			if got.Accuracy != want.Accuracy || got.Samples != want.Samples || math.Abs(got.Loss-want.Loss) > 1e-5*math.Max(1, want.Loss) {
 				t.Fatalf("exported model scores %+v, the task %+v", got, want)
 			}

@@ -297,6 +297,10 @@ var frlAggregators = []namedAggregator{
 // Spec is the network identity (sizes and seed) the task's payloads use.
 func (t *FRL) Spec() aggregate.Spec { return t.spec }
 
+// Base is the frozen base model of rank-vote fine-tuning (NewFRLLoRA); nil
+// for a plain FRL task.
+func (t *FRL) Base() *Base { return t.base }
+
 // NumClients implements Task.
 func (t *FRL) NumClients() int { return len(t.data.Parts) }
 

@@ -25,8 +25,8 @@ const (
 	defaultGenesisScenario = "frl-mnist"
 )
 
-// baseModelFile is the lora-mnist base model that `node genesis` writes next
-// to the genesis file.
+// baseModelFile is the base model of lora-mnist and frl-lora-mnist that
+// `node genesis` writes next to the genesis file.
 const baseModelFile = "base.safetensors"
 
 // flagForGenesisField maps a genesis.Error's field (the TOML key) to the flag
@@ -64,9 +64,10 @@ func genesisSpec(name string) cmdSpec {
 		about: []string{
 			"Writes a federation's genesis file (TOML, every setting written out and commented)",
 			"and prints the federation id. Settings left out take their defaults; 0 means the",
-			"default where the genesis says so. For lora-mnist it also pre-trains the base model",
-			"exactly as node sim does for the same --seed, and writes it as " + baseModelFile,
-			"next to FILE. Refuses to overwrite FILE (or the base model) unless --force.",
+			"default where the genesis says so. For lora-mnist and frl-lora-mnist (which fine-tune",
+			"the same base) it also pre-trains the base model exactly as node sim does for the",
+			"same --seed, and writes it as " + baseModelFile + " next to FILE. Refuses to overwrite",
+			"FILE (or the base model) unless --force.",
 		},
 		required: []string{"out", "aggregator", "members"},
 	}
@@ -109,10 +110,10 @@ func parseGenesis(c cmdSpec, args []string, stderr io.Writer) (o genesisOptions,
 	fl.Float64Var(&p.LR, "lr", 0, "learning rate of local training (default: the scenario's)")
 	fl.IntVar(&p.Epochs, "epochs", 0, "local epochs per round (default: the scenario's)")
 	fl.IntVar(&p.Batch, "batch", 0, "local mini-batch `size` (default: the scenario's)")
-	fl.IntVar(&p.Rank, "rank", 0, "adapter `rank`, lora-mnist only (default 4)")
-	fl.StringVar(&p.RankingCodec, "ranking-codec", "", "how trainers send rankings, frl-mnist only: packed, delta (lossless, coded against the global model), bucket:B or bucket-mask:B (lossy) (default "+task.DefaultRankingCodec+" for frl-mnist)")
+	fl.IntVar(&p.Rank, "rank", 0, fmt.Sprintf("adapter `rank`, lora-mnist (default %d) and frl-lora-mnist (default %d) only", task.DefaultLoRA(0).Rank, task.DefaultFRLLoRA(0).Rank))
+	fl.StringVar(&p.RankingCodec, "ranking-codec", "", "how trainers send rankings, frl-mnist and frl-lora-mnist only: packed, delta (lossless, coded against the global model), bucket:B or bucket-mask:B (lossy) (default "+task.DefaultRankingCodec+")")
 	fl.StringVar(&p.Compression, "compression", "", "upload codec of adapter factors, lora-mnist only: fp32, fp16 or int8 (default int8)")
-	fl.StringVar(&o.dataDir, "data", "", "`dir`ectory of the MNIST IDX files to pre-train lora-mnist's base model on (default: the copy shipped with the Go module)")
+	fl.StringVar(&o.dataDir, "data", "", "`dir`ectory of the MNIST IDX files to pre-train the base model of lora-mnist or frl-lora-mnist on (default: the copy shipped with the Go module)")
 	fl.BoolVar(&o.force, "force", false, "overwrite FILE (and the base model) if they exist")
 	given, code, stop := parseFlags(fl, c, args, stderr)
 	if stop {
@@ -135,8 +136,8 @@ func parseGenesis(c cmdSpec, args []string, stderr io.Writer) (o genesisOptions,
 	if o.out == "" {
 		return o, usageErr(stderr, c.name, "out", `"" names no file`), true
 	}
-	if given["data"] && g.Scenario != "lora-mnist" {
-		return o, usageErr(stderr, c.name, "data", "only lora-mnist reads training data (to pre-train its base model), not %s", g.Scenario), true
+	if given["data"] && !genesis.FineTunes(g.Scenario) {
+		return o, usageErr(stderr, c.name, "data", "only %s read training data (to pre-train their base model), not %s", strings.Join(fineTuning(), " and "), g.Scenario), true
 	}
 	return o, exitOK, false
 }
@@ -164,7 +165,7 @@ func runGenesis(name string, args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	g := &o.g
-	lora := g.Scenario == "lora-mnist"
+	lora := genesis.FineTunes(g.Scenario)
 	basePath := filepath.Join(filepath.Dir(o.out), baseModelFile)
 	if lora {
 		// Validate everything else before the pre-training; the hash is
@@ -199,7 +200,7 @@ func runGenesis(name string, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return usageErr(stderr, name, "data", "%s", strings.TrimPrefix(err.Error(), "data: "))
 		}
-		fmt.Fprintf(stderr, "%s: pre-training the lora-mnist base model (seed %d)...\n", name, g.PretrainSeed())
+		fmt.Fprintf(stderr, "%s: pre-training the base model of %s (seed %d)...\n", name, g.Scenario, g.PretrainSeed())
 		file, err := pretrainBase(dir, o.dataDir == "", g.PretrainSeed())
 		if err != nil {
 			return failure(stderr, name, err)
@@ -228,7 +229,8 @@ func runGenesis(name string, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// pretrainBase pre-trains the lora-mnist base model on the MNIST training
+// pretrainBase pre-trains the base model of lora-mnist and frl-lora-mnist
+// (the simulator's lora-mnist base; they share it) on the MNIST training
 // set in dir exactly as the simulator does (simnet's loraBase): the same
 // inputs, task.DefaultPretrain(seed), and, for the module's own MNIST copy
 // (shared), the same cache in the user's cache directory. It returns the
@@ -253,6 +255,17 @@ func pretrainBase(dir string, shared bool, seed uint64) ([]byte, error) {
 	// An error with a base is a cache that could not be written: the base
 	// is good.
 	return base.Encode()
+}
+
+// fineTuning lists the scenarios that fine-tune a base model.
+func fineTuning() []string {
+	var out []string
+	for _, n := range genesis.Scenarios() {
+		if genesis.FineTunes(n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // writeFile writes b to path (mode 0644): atomically over an existing file

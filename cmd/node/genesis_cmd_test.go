@@ -77,6 +77,12 @@ func TestGenesisFlagErrors(t *testing.T) {
 		{genesisArgs(out, agg, members, "--scenario", "lora-mnist", "--compression", "int4"), "invalid --compression"},
 		{genesisArgs(out, agg, members, "--scenario", "lora-mnist", "--rank", "5000"), "invalid --rank"},
 		{genesisArgs(out, agg, members, "--data", dir), "invalid --data"},
+		{genesisArgs(out, agg, members, "--scenario", "fedavg-mnist", "--data", dir), "only frl-lora-mnist and lora-mnist read training data"},
+		{genesisArgs(out, agg, members, "--scenario", "frl-lora-mnist", "--compression", "int8"), "invalid --compression: only lora-mnist uploads adapter factors, not frl-lora-mnist"},
+		{genesisArgs(out, agg, members, "--scenario", "frl-lora-mnist", "--rank", "5000"), "invalid --rank"},
+		{genesisArgs(out, agg, members, "--scenario", "frl-lora-mnist", "--aggregation", "lora-svd"), "invalid --aggregation"},
+		{genesisArgs(out, agg, members, "--scenario", "frl-lora-mnist", "--ranking-codec", "bucket:1"), "invalid --ranking-codec"},
+		{genesisArgs(out, agg, members, "--scenario", "lora-mnist", "--ranking-codec", "delta"), "invalid --ranking-codec"},
 		{genesisArgs(out, agg, members, "--name", ""), "invalid --name"},
 		{genesisArgs(dir, agg, members), "invalid --out"},
 	} {
@@ -205,7 +211,15 @@ func TestGenesisDefaults(t *testing.T) {
 // scenario and seed.
 func compareWithSim(t *testing.T, tk task.Task, scenario string, seed uint64) {
 	t.Helper()
-	cfg, sc, err := simnet.Resolve(simnet.Config{Scenario: scenario, Seed: seed})
+	compareWithSimConfig(t, tk, simnet.Config{Scenario: scenario, Seed: seed})
+}
+
+// compareWithSimConfig is compareWithSim for a simulator run of other
+// settings.
+func compareWithSimConfig(t *testing.T, tk task.Task, c simnet.Config) {
+	t.Helper()
+	scenario, seed := c.Scenario, c.Seed
+	cfg, sc, err := simnet.Resolve(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +237,11 @@ func compareWithSim(t *testing.T, tk task.Task, scenario string, seed uint64) {
 	}
 	if gl, ok := tk.(*task.LoRA); ok {
 		if sl, ok := st.(*task.LoRA); !ok || gl.Base().Hash != sl.Base().Hash {
+			t.Errorf("%s seed %d: the genesis's base model is not the simulator's", scenario, seed)
+		}
+	}
+	if gf, ok := tk.(*task.FRL); ok && gf.Base() != nil {
+		if sf, ok := st.(*task.FRL); !ok || sf.Base() == nil || gf.Base().Hash != sf.Base().Hash {
 			t.Errorf("%s seed %d: the genesis's base model is not the simulator's", scenario, seed)
 		}
 	}
@@ -277,5 +296,66 @@ func TestGenesisLoRA(t *testing.T) {
 	code, _, stderr = runCLI(genesisArgs(out, ids[0], ids[1:], "--scenario", "lora-mnist", "--seed", "3")...)
 	if code != exitFailure || !strings.Contains(stderr, baseModelFile) {
 		t.Errorf("node genesis over an existing base model: exit %d, stderr %q; want 1", code, stderr)
+	}
+}
+
+// TestGenesisFRLLoRA writes a frl-lora-mnist genesis: its base model is
+// lora-mnist's of the same seed (the same file), its settings are the
+// flags' (and the ranking codec the simulator's default), and its task is
+// the simulator's.
+func TestGenesisFRLLoRA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pre-trains a base model")
+	}
+	ids := peerIDs(t, 3)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "frl-lora", "genesis.toml")
+	code, stdout, stderr := runCLI(genesisArgs(out, ids[0], ids[1:], "--scenario", "frl-lora-mnist", "--seed", "3", "--rank", "8", "--epochs", "1")...)
+	if code != exitOK {
+		t.Fatalf("node genesis: exit %d, stderr %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "pre-training the base model of frl-lora-mnist") || !strings.Contains(stderr, "frl-lora-mnist, 2 members") {
+		t.Errorf("stderr %q", stderr)
+	}
+	g, raw, err := genesis.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.ID() != strings.TrimSpace(stdout) {
+		t.Errorf("printed id %q, file's %s", stdout, g.ID())
+	}
+	for _, line := range []string{`scenario = "frl-lora-mnist"`, `aggregation = "vote-clamp"`, "rank = 8", "epochs = 1",
+		`ranking_codec = "` + task.DefaultRankingCodec + `"`, `base_model = "` + baseModelFile + `"`} {
+		if !bytes.Contains(raw, []byte("\n"+line+"\n")) {
+			t.Errorf("the genesis lacks %q:\n%s", line, raw)
+		}
+	}
+	base, err := os.ReadFile(filepath.Join(filepath.Dir(out), baseModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(base)
+	if g.Task.BaseModelHash != hex.EncodeToString(sum[:]) {
+		t.Errorf("base_model_hash %q, the file's SHA-256 %x", g.Task.BaseModelHash, sum)
+	}
+	// lora-mnist of the same seed fine-tunes the same base.
+	lora := filepath.Join(dir, "lora", "genesis.toml")
+	if code, _, stderr := runCLI(genesisArgs(lora, ids[0], ids[1:], "--scenario", "lora-mnist", "--seed", "3")...); code != exitOK {
+		t.Fatalf("node genesis lora-mnist: exit %d, stderr %s", code, stderr)
+	}
+	lg, _, err := genesis.Load(lora)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lg.Task.BaseModelHash != g.Task.BaseModelHash {
+		t.Errorf("frl-lora-mnist's base %s, lora-mnist's of the same seed %s", g.Task.BaseModelHash, lg.Task.BaseModelHash)
+	}
+	tk, err := g.BuildTask(task.Data{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareWithSimConfig(t, tk, simnet.Config{Scenario: "frl-lora-mnist", Seed: 3, Rank: 8, Epochs: 1})
+	if info := tk.Info(); !strings.Contains(info.Model, "supermask adapters r=8") || info.DefaultAggregator != "vote-clamp" {
+		t.Errorf("task %+v", info)
 	}
 }
