@@ -368,7 +368,7 @@ func TestMatchesSimulator(t *testing.T) {
 			t.Skip("pre-trains the simulator's base model (about 3 s unless cached); skipped with -short")
 		}
 		sc, _ := simnet.LookupScenario("lora-mnist")
-		for _, agg := range []string{"lora-svd", "lora-ffa", "fedavg"} {
+		for _, agg := range []string{"lora-svd", "lora-ffa", "lora-median", "fedavg"} {
 			cfg := sc.Defaults
 			cfg.Scenario, cfg.Seed, cfg.Aggregator = "lora-mnist", 3, agg
 			sim, err := sc.Build(cfg)

@@ -252,7 +252,7 @@ var voteAggregations = []string{"vote-clamp", "vote-robust", "vote", "vote-media
 var scenarios = map[string]scenario{
 	"frl-mnist":      {aggregations: voteAggregations, rankings: true},
 	"fedavg-mnist":   {aggregations: []string{"fedavg", "median", "trimmed-mean", "multi-krum"}},
-	"lora-mnist":     {aggregations: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeFedAvg}, base: true, compression: true},
+	"lora-mnist":     {aggregations: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeMedian, task.MergeFedAvg}, base: true, compression: true},
 	"frl-lora-mnist": {aggregations: voteAggregations, rankings: true, base: true},
 }
 

@@ -249,35 +249,48 @@ func (s *SVD) Finalize() ([]byte, error) {
 	f := Factors{A: make([][]float32, L), B: make([][]float32, L)}
 	s.last = make([]Residual, L)
 	s.methods = make([]Method, L)
-	for l, ly := range s.spec.Layers {
-		opts := s.opts
-		opts.Seed = s.spec.Seed ^ s.round<<8 ^ uint64(l)
-		A, B, dead, res, m, err := MergeSVD(ly.In, ly.Out, ly.Rank, s.terms[l], opts)
+	for l := range s.spec.Layers {
+		var err error
+		f.A[l], f.B[l], s.last[l], s.methods[l], err = factorBack(s.spec, s.round, l, s.terms[l], s.opts)
 		if err != nil {
-			return nil, fmt.Errorf("lowrank: layer %d: %w", l, err)
-		}
-		s.last[l], s.methods[l] = res, m
-		f.A[l], f.B[l] = make([]float32, len(A)), make([]float32, len(B))
-		for i, v := range A {
-			f.A[l][i] = float32(v)
-		}
-		for i, v := range B {
-			f.B[l][i] = float32(v)
-		}
-		rng := rand.New(rand.NewPCG(s.spec.Seed^0x5eed, s.round<<8|uint64(l)))
-		bound := 1 / math.Sqrt(float64(ly.In))
-		for j, d := range dead {
-			if !d {
-				continue
-			}
-			a := f.A[l][j*ly.In : (j+1)*ly.In]
-			for i := range a {
-				a[i] = float32((2*rng.Float64() - 1) * bound)
-			}
-			clear(f.B[l][j*ly.Out : (j+1)*ly.Out])
+			return nil, err
 		}
 	}
 	return s.spec.EncodeModel(f, FP32)
+}
+
+// factorBack is the last step of lora-svd and lora-median: the best rank-R
+// factors (MergeSVD) of layer l's M = Σ_k p_k A_kᵀB_k / Σ_k p_k, in fp32,
+// with the components of a zero singular value re-seeded as fresh adapter
+// components (A kaiming-uniform from the spec's seed, the round and the
+// layer; B zero, so ΔW is unchanged).
+func factorBack(spec Spec, round uint64, l int, terms []Term, opts SVDOptions) (A32, B32 []float32, res Residual, m Method, err error) {
+	ly := spec.Layers[l]
+	opts.Seed = spec.Seed ^ round<<8 ^ uint64(l)
+	A, B, dead, res, m, err := MergeSVD(ly.In, ly.Out, ly.Rank, terms, opts)
+	if err != nil {
+		return nil, nil, res, m, fmt.Errorf("lowrank: layer %d: %w", l, err)
+	}
+	A32, B32 = make([]float32, len(A)), make([]float32, len(B))
+	for i, v := range A {
+		A32[i] = float32(v)
+	}
+	for i, v := range B {
+		B32[i] = float32(v)
+	}
+	rng := rand.New(rand.NewPCG(spec.Seed^0x5eed, round<<8|uint64(l)))
+	bound := 1 / math.Sqrt(float64(ly.In))
+	for j, d := range dead {
+		if !d {
+			continue
+		}
+		a := A32[j*ly.In : (j+1)*ly.In]
+		for i := range a {
+			a[i] = float32((2*rng.Float64() - 1) * bound)
+		}
+		clear(B32[j*ly.Out : (j+1)*ly.Out])
+	}
+	return A32, B32, res, m, nil
 }
 
 // Residuals returns, per layer, the energy the last Finalize dropped by

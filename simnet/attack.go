@@ -66,10 +66,10 @@ var attackDefs = []attackDef{
 		[]task.UpdateKind{task.Rankings}, poisonCollective, shareArg(func(p *task.Poison, v float64) { p.Noise = v })},
 	{Info{task.AttackAdaptiveRotate, fmt.Sprintf("knows a sign vote (only the direction of each move counts): within T x vote-robust's estimated distance limit as adaptive, all send the consensus with the w positions just inside each boundary of the mask swapped with the w just outside it, w as large as the limit allows; adaptive-rotate:T, default T = %g", task.DefaultAdaptiveTarget)},
 		[]task.UpdateKind{task.Rankings}, poisonCollective, floatArg(func(p *task.Poison, v float64) { p.Target = v })},
-	{Info{task.AttackSignFlip, fmt.Sprintf("sign flip with scaling: sends global - %g x (trained - global)", float64(task.DefaultFlipScale))},
-		[]task.UpdateKind{task.Weights}, poisonOwn, nil},
-	{Info{task.AttackNoise, fmt.Sprintf("additive Gaussian noise: sends the trained weights + N(0, %g^2) each", float64(task.DefaultNoiseSigma))},
-		[]task.UpdateKind{task.Weights}, poisonOwn, nil},
+	{Info{task.AttackSignFlip, fmt.Sprintf("sign flip with scaling: sends global - %g x (trained - global); on adapter factors, that of B (A as trained)", float64(task.DefaultFlipScale))},
+		[]task.UpdateKind{task.Weights, task.Factors}, poisonOwn, nil},
+	{Info{task.AttackNoise, fmt.Sprintf("additive Gaussian noise: sends the trained weights (or adapter factors) + N(0, %g^2) each", float64(task.DefaultNoiseSigma))},
+		[]task.UpdateKind{task.Weights, task.Factors}, poisonOwn, nil},
 	{Info{task.AttackScale, fmt.Sprintf("the FRL reference's scaling attack: sends global + F x global (its update is F times the global model), trains nothing; scale:F, default F = %g", float64(task.DefaultScale))},
 		[]task.UpdateKind{task.Weights}, poisonForge, floatArg(func(p *task.Poison, v float64) { p.Scale = v })},
 	{Info{task.AttackBoost, fmt.Sprintf("boosting: sends global + F x (trained - global), the honest step scaled; boost:F, default F = %g", float64(task.DefaultBoost))},
@@ -79,7 +79,7 @@ var attackDefs = []attackDef{
 	{Info{task.AttackMinSum, "NDSS'21 min-sum: as minmax, with the sum of squared distances to the trained updates within the largest such sum of one of them; minsum:unit|std|sign"},
 		[]task.UpdateKind{task.Weights}, poisonCollective, deviationArg},
 	{Info{task.AttackLabelFlip, "label flipping: trains honestly on labels l -> 9-l (classes-1-l)"},
-		[]task.UpdateKind{task.Rankings, task.Weights}, trainFlipped, nil},
+		[]task.UpdateKind{task.Rankings, task.Weights, task.Factors}, trainFlipped, nil},
 }
 
 // floatArg reads a positive number.

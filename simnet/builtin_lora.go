@@ -24,7 +24,9 @@ func init() {
 			Aggregator: task.MergeSVD,
 			Rank:       4, Compression: "int8",
 		},
-		Aggregators: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeFedAvg},
+		Aggregators: []string{task.MergeSVD, task.MergeAvg, task.MergeFFA, task.MergeMedian, task.MergeFedAvg},
+		// Updates are factors (task.Factors), or weights with fedavg: the
+		// task says which when it is built.
 		Build: func(cfg Config) (task.Task, error) {
 			rank, compression := loraSettings(cfg)
 			return buildLoRA(cfg, rank, compression, edgeRanks(cfg, rank))

@@ -161,3 +161,55 @@ func TestLoRATable(t *testing.T) {
 		}
 	}
 }
+
+// TestLoRAFactorAttacks: lora-mnist takes the attacks on factors (signflip,
+// noise, labelflip) with every adapter merge, refuses the ranking attacks
+// with the update kind in the error, replays an attacked run bit for bit,
+// and the attack changes the model; lora-median and lora-avg drop nothing.
+func TestLoRAFactorAttacks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pre-trains a base and runs federated rounds; skipped with -short")
+	}
+	for _, bad := range []string{"reverse", "adaptive", "minmax"} {
+		_, _, err := Resolve(Config{Scenario: "lora-mnist", Attackers: 0.2, Attack: bad})
+		if err == nil {
+			_, err = Run(context.Background(), Config{Scenario: "lora-mnist", Rounds: 1, PerRound: 5, Attackers: 0.2, Attack: bad}, nil)
+		}
+		if err == nil || !strings.Contains(err.Error(), "factors") {
+			t.Errorf("%s on lora-mnist: %v, want an error naming the update kind", bad, err)
+		}
+	}
+	if _, _, err := Resolve(Config{Scenario: "frl-lora-mnist", Attackers: 0.2, Attack: "labelflip"}); err != nil {
+		t.Errorf("labelflip on frl-lora-mnist: %v", err)
+	}
+	clean, err := Run(context.Background(), Config{Scenario: "lora-mnist", Aggregator: "lora-median", PerRound: 5, Rounds: 2, Workers: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ agg, attack string }{
+		{"lora-median", "signflip"}, {"lora-svd", "noise"}, {"lora-avg", "labelflip"}, {"lora-ffa", "signflip"},
+	} {
+		t.Run(tc.agg+"-"+tc.attack, func(t *testing.T) {
+			cfg := Config{Scenario: "lora-mnist", Aggregator: tc.agg, PerRound: 5, Rounds: 2, Workers: 2, Attackers: 0.2, Attack: tc.attack}
+			a, err := Run(context.Background(), cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := Run(context.Background(), cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Model.Hash != b.Model.Hash {
+				t.Fatalf("same seed, different models: %s %s", a.Model.Hash, b.Model.Hash)
+			}
+			for _, r := range a.Rounds {
+				if r.Accepted != 5 || r.Dropped != 0 || r.DroppedAttackers != 0 {
+					t.Fatalf("round %d: accepted %d, dropped %d (%d attackers)", r.Round, r.Accepted, r.Dropped, r.DroppedAttackers)
+				}
+			}
+			if tc.agg == "lora-median" && a.Model.Hash == clean.Model.Hash {
+				t.Fatal("the attacked run ends on the clean run's model: no attacker was selected")
+			}
+		})
+	}
+}

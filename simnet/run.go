@@ -210,6 +210,8 @@ func aggregatorParams(name string) string {
 		return "factor averaging (FedIT): mean of B and mean of A, weighted by sample counts"
 	case task.MergeFFA:
 		return "frozen A from a shared seed (FFA-LoRA): mean of B weighted by sample counts"
+	case task.MergeMedian:
+		return "robust merge: coordinate-wise median of the products B_k·A_k (unweighted), truncated back to the rank by SVD (randomized when rank+10 <= min(in, out)/4, else dense)"
 	}
 	return ""
 }

@@ -20,6 +20,7 @@ type UpdateKind string
 const (
 	Rankings UpdateKind = "rankings" // per layer, a permutation of the edges (FRL)
 	Weights  UpdateKind = "weights"  // dense float32 weights (FedAvg and the robust dense aggregators)
+	Factors  UpdateKind = "factors"  // low-rank adapter factors (LoRA: lora-svd, lora-avg, lora-ffa, lora-median)
 )
 
 // Attack names (DESIGN.md section 4).
@@ -27,13 +28,13 @@ const (
 	AttackReverse   = "reverse"   // rankings: the reverse of the attackers' collective ranking
 	AttackRandom    = "random"    // rankings: a uniformly random permutation per layer
 	AttackAdaptive  = "adaptive"  // rankings: crosses the mask's boundaries within vote-robust's distance limit
-	AttackSignFlip  = "signflip"  // weights: global - Scale·(trained - global)
-	AttackNoise     = "noise"     // weights: trained + N(0, Sigma²) per weight
+	AttackSignFlip  = "signflip"  // weights: global - Scale·(trained - global); factors: the same on B (LoRA.Poison)
+	AttackNoise     = "noise"     // weights, factors: trained + N(0, Sigma²) per value
 	AttackScale     = "scale"     // weights: global + Scale·global (the FRL reference's scaling attack)
 	AttackBoost     = "boost"     // weights: global + Scale·(trained - global)
 	AttackMinMax    = "minmax"    // weights: NDSS'21 min-max, within the benign updates' largest distance
 	AttackMinSum    = "minsum"    // weights: NDSS'21 min-sum, within the benign updates' largest distance sum
-	AttackLabelFlip = "labelflip" // both: honest training on flipped labels (TrainFlipped)
+	AttackLabelFlip = "labelflip" // all kinds: honest training on flipped labels (TrainFlipped)
 )
 
 // The adaptive attack's variants against a filter on how alike the voters'
@@ -144,6 +145,7 @@ type Attackable interface {
 var (
 	_ Attackable = (*FRL)(nil)
 	_ Attackable = (*Dense)(nil)
+	_ Attackable = (*LoRA)(nil)
 )
 
 // flipLabels returns in with every label l replaced by Classes-1-l; the

@@ -208,6 +208,7 @@ const (
 	MergeSVD    = lowrank.NameSVD
 	MergeAvg    = lowrank.NameAvg
 	MergeFFA    = lowrank.NameFFA
+	MergeMedian = lowrank.NameMedian
 	MergeFedAvg = "fedavg"
 )
 
@@ -218,8 +219,9 @@ type LoRAConfig struct {
 	// frozen A).
 	Seed uint64
 	// Merge is the aggregator the federation runs, which decides what peers
-	// train: "lora-svd", "lora-avg" (both factors), "lora-ffa" (B only), or
-	// "fedavg" (the whole dense network, the baseline).
+	// train: "lora-svd", "lora-avg", "lora-median" (both factors),
+	// "lora-ffa" (B only), or "fedavg" (the whole dense network, the
+	// baseline).
 	Merge string
 	// Rank is the federation's adapter rank, per layer capped at
 	// min(in, out) (the 100×10 head of LeNet-300-100 at most 10).
@@ -238,7 +240,8 @@ type LoRAConfig struct {
 	// ClipNorm clips each local step's adapter gradient to this Euclidean
 	// norm (0: no clipping).
 	ClipNorm float64
-	// SVD tunes lora-svd's factorization.
+	// SVD tunes lora-svd's factorization (and lora-median's, back to the
+	// rank).
 	SVD lowrank.SVDOptions
 }
 
@@ -276,6 +279,7 @@ type LoRA struct {
 	dense   aggregate.Spec // fedavg mode
 	workers sync.Pool
 	evals   sync.Pool
+	flipped func() *model.Inputs // the training data with flipped labels (TrainFlipped)
 
 	mu        sync.Mutex
 	truncated []TruncationStat
@@ -299,6 +303,7 @@ func NewLoRA(cfg LoRAConfig, base *Base, d Data) (*LoRA, error) {
 		return nil, err
 	}
 	t := &LoRA{cfg: cfg, base: base, data: d}
+	t.flipped = sync.OnceValue(func() *model.Inputs { return flipLabels(d.Train) })
 	sizes := base.Sizes
 	t.evals.New = func() any { return model.NewEvaluator(sizes) }
 	if cfg.Merge == MergeFedAvg {
@@ -313,9 +318,9 @@ func NewLoRA(cfg LoRAConfig, base *Base, d Data) (*LoRA, error) {
 		return t, nil
 	}
 	switch cfg.Merge {
-	case MergeSVD, MergeAvg, MergeFFA:
+	case MergeSVD, MergeAvg, MergeFFA, MergeMedian:
 	default:
-		return nil, fmt.Errorf("task: unknown merge %q (have: %s, %s, %s, %s)", cfg.Merge, MergeSVD, MergeAvg, MergeFFA, MergeFedAvg)
+		return nil, fmt.Errorf("task: unknown merge %q (have: %s, %s, %s, %s, %s)", cfg.Merge, MergeSVD, MergeAvg, MergeFFA, MergeMedian, MergeFedAvg)
 	}
 	if err := cfg.Hyper.Validate(); err != nil {
 		return nil, err
@@ -404,8 +409,8 @@ func (t *LoRA) InitialModel() ([]byte, error) {
 	return t.spec.EncodeModel(f, lowrank.FP32)
 }
 
-// NewAggregator implements Task. lora-svd aggregators record what
-// truncation drops per round (Truncation).
+// NewAggregator implements Task. lora-svd and lora-median aggregators
+// record what truncation drops per round (Truncation).
 func (t *LoRA) NewAggregator(name string) (aggregate.Aggregator, error) {
 	if name != "" && name != t.cfg.Merge {
 		return nil, fmt.Errorf("task %s: built for aggregator %q, not %q", t.cfg.Name, t.cfg.Merge, name)
@@ -417,28 +422,43 @@ func (t *LoRA) NewAggregator(name string) (aggregate.Aggregator, error) {
 		return lowrank.NewAvg(t.spec)
 	case MergeFFA:
 		return lowrank.NewFFA(t.spec)
+	case MergeMedian:
+		m, err := lowrank.NewMedian(t.spec, t.cfg.SVD)
+		if err != nil {
+			return nil, err
+		}
+		return &svdRecorder{truncating: m, t: t}, nil
 	}
 	s, err := lowrank.NewSVD(t.spec, t.cfg.SVD)
 	if err != nil {
 		return nil, err
 	}
-	return &svdRecorder{SVD: s, t: t}, nil
+	return &svdRecorder{truncating: s, t: t}, nil
+}
+
+// truncating is a merge that truncates back to the rank by SVD
+// (*lowrank.SVD, *lowrank.Median).
+type truncating interface {
+	aggregate.Aggregator
+	DroppedFraction() float64
+	Residuals() []lowrank.Residual
+	RoundMetrics() map[string]float64
 }
 
 // svdRecorder logs each round's truncation into the task.
 type svdRecorder struct {
-	*lowrank.SVD
+	truncating
 	t     *LoRA
 	round uint64
 }
 
 func (r *svdRecorder) Begin(round uint64, global []byte) error {
 	r.round = round
-	return r.SVD.Begin(round, global)
+	return r.truncating.Begin(round, global)
 }
 
 func (r *svdRecorder) Finalize() ([]byte, error) {
-	out, err := r.SVD.Finalize()
+	out, err := r.truncating.Finalize()
 	if err != nil {
 		return out, err
 	}
@@ -452,8 +472,8 @@ func (r *svdRecorder) Finalize() ([]byte, error) {
 	return out, nil
 }
 
-// Truncation returns what lora-svd's truncation dropped in each Finalize so
-// far, in order.
+// Truncation returns what lora-svd's (or lora-median's) truncation dropped
+// in each Finalize so far, in order.
 func (t *LoRA) Truncation() []TruncationStat {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -479,7 +499,13 @@ func (t *LoRA) clientRanks(c int) ([]int, error) {
 // Train implements Task: local training from the global model; the update
 // is the trained factors' difference from the ones loaded, compressed (or,
 // for fedavg, the trained dense weights).
-func (t *LoRA) Train(job Job) ([]byte, error) {
+func (t *LoRA) Train(job Job) ([]byte, error) { return t.train(job, t.data.Train) }
+
+// TrainFlipped implements Attackable: Train on the client's samples with
+// every label l replaced by classes-1-l.
+func (t *LoRA) TrainFlipped(job Job) ([]byte, error) { return t.train(job, t.flipped()) }
+
+func (t *LoRA) train(job Job, train *model.Inputs) ([]byte, error) {
 	if err := t.data.client(job.Client); err != nil {
 		return nil, err
 	}
@@ -497,7 +523,7 @@ func (t *LoRA) Train(job Job) ([]byte, error) {
 		}
 		h := t.cfg.DenseHyper
 		h.LR *= decay
-		if _, err := tr.Train(t.data.Train, t.data.samples(job.Client), h, rng); err != nil {
+		if _, err := tr.Train(train, t.data.samples(job.Client), h, rng); err != nil {
 			return nil, err
 		}
 		return t.dense.EncodeDenseUpdate(nil, tr.Weights()), nil
@@ -523,7 +549,7 @@ func (t *LoRA) Train(job Job) ([]byte, error) {
 	tr.SetClip(t.cfg.ClipNorm)
 	h := t.cfg.Hyper
 	h.LR *= decay
-	if _, err := tr.Train(t.data.Train, t.data.samples(job.Client), h, rng); err != nil {
+	if _, err := tr.Train(train, t.data.samples(job.Client), h, rng); err != nil {
 		return nil, err
 	}
 	trainedA, trainedB := tr.Factors()

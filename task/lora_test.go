@@ -118,6 +118,7 @@ func TestLoRAFineTuningLearns(t *testing.T) {
 		{MergeSVD, "fp16", func(c int) int { return 1 + c%4 }},
 		{MergeAvg, "fp32", nil},
 		{MergeFFA, "int8", nil},
+		{MergeMedian, "int8", nil},
 		{MergeFedAvg, "", nil},
 	} {
 		t.Run(tc.merge+"-"+tc.codec, func(t *testing.T) {
@@ -147,7 +148,7 @@ func TestLoRAFineTuningLearns(t *testing.T) {
 			if acc := evals[len(evals)-1].Accuracy; acc < baseAcc+0.15 {
 				t.Fatalf("accuracy %v after 6 rounds, base %v", acc, baseAcc)
 			}
-			if tc.merge == MergeSVD {
+			if tc.merge == MergeSVD || tc.merge == MergeMedian {
 				tr := tk.Truncation()
 				if len(tr) != 6 || tr[5].Round != 6 || !(tr[5].Dropped >= 0 && tr[5].Dropped < 1) {
 					t.Fatalf("truncation log %+v", tr)
