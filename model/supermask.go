@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -109,14 +110,16 @@ func supermaskLayers(shapes [][2]int, seed uint64, frac float64) []SupermaskLaye
 		for e := range order {
 			order[e] = uint32(e)
 		}
-		slices.SortStableFunc(order, func(a, b uint32) int {
+		// By score, ties by edge index: the stable order, from the faster
+		// unstable sort.
+		slices.SortFunc(order, func(a, b uint32) int {
 			switch {
 			case init[a] < init[b]:
 				return -1
 			case init[a] > init[b]:
 				return 1
 			}
-			return 0
+			return cmp.Compare(a, b)
 		})
 		sorted := make([]float32, n)
 		for i, e := range order {
