@@ -365,8 +365,8 @@ func checkSupermaskStep(t *testing.T, net *Supermask, in *Inputs, imgs []int, ed
 // slow): the largest gradients and a few at random.
 func TestLeNetGradientsMatchFiniteDifferences(t *testing.T) {
 	arch := LeNet()
-	in := randomInputs(2, arch.InputDim(), arch.Classes(), 8, false)
-	imgs := []int{0, 1}
+	in := randomInputs(1, arch.InputDim(), arch.Classes(), 8, false)
+	imgs := []int{0}
 	net, err := NewConvSupermask(arch, 9)
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +375,7 @@ func TestLeNetGradientsMatchFiniteDifferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, g := engineGrads(arch, eff, in, []int32{0, 1})
+	_, g := engineGrads(arch, eff, in, []int32{0})
 	rng := rand.New(rand.NewPCG(10, 1))
 	edges := make([][]int, len(g))
 	for l, gl := range g {
@@ -386,7 +386,7 @@ func TestLeNetGradientsMatchFiniteDifferences(t *testing.T) {
 		slices.SortFunc(order, func(a, b int) int {
 			return -cmpFloat(math.Abs(float64(gl[a])), math.Abs(float64(gl[b])))
 		})
-		edges[l] = append(edges[l], order[0], order[1], order[2], rng.IntN(len(gl)))
+		edges[l] = append(edges[l], order[0], order[1], rng.IntN(len(gl)))
 	}
 	if testing.Short() {
 		for l := range edges {
@@ -399,15 +399,15 @@ func TestLeNetGradientsMatchFiniteDifferences(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := d.NewTrainer(2)
+		tr := d.NewTrainer(1)
 		if err := tr.Load(d.Init); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tr.Train(in, []int32{0, 1}, oneStep(2), rand.New(rand.NewPCG(1, 1))); err != nil {
+		if _, err := tr.Train(in, []int32{0}, oneStep(1), rand.New(rand.NewPCG(1, 1))); err != nil {
 			t.Fatal(err)
 		}
 		w64 := to64(d.Init)
-		_, gd := engineGrads(arch, d.Init, in, []int32{0, 1})
+		_, gd := engineGrads(arch, d.Init, in, []int32{0})
 		for l, wl := range tr.Weights() {
 			// The dense model's own largest gradients, and one at random.
 			order := make([]int, len(gd[l]))
@@ -446,7 +446,7 @@ func TestConvTrainingIsDeterministic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	samples := clientSamples()[:24]
+	samples := clientSamples()[:16]
 	run := func() ([][]float32, float64) {
 		tr := net.NewTrainer(8)
 		if err := tr.Load(initOrders(net)); err != nil {
