@@ -207,16 +207,21 @@ type convEngine struct {
 	act [][]float32
 	// d[k] is the gradient of the mean loss with respect to act[k], times
 	// the ReLU's derivative when op k-1 has one (d[0] is not used).
-	d     [][]float32
-	pidx  [][]int32   // per pool op: the input index of each output's maximum
-	gw    [][]float32 // per conv layer: the whole weight gradient
-	wt    [][]float32 // per conv layer: its kernel transposed (Out × In)
-	idx   []uint16    // sparseRows' lists
-	val   []float32
-	acc   []float32 // a pixel's input gradient, kernel-row order
-	grow  []float32 // a fully connected layer's gradient row
-	zeros []float32
-	probs []float32
+	d    [][]float32
+	pidx [][]int32   // per pool op: the input index of each output's maximum
+	gw   [][]float32 // per conv layer: the whole weight gradient
+	wt   [][]float32 // per conv layer: its kernel transposed (Out × In)
+	idx  []uint16    // sparseRows' lists
+	val  []float32
+	acc  []float32 // a pixel's input gradient, kernel-row order
+	// A convolution's input, its non-zero entries per pixel: pixel q's are
+	// nzCh[nzStart[q]:nzStart[q+1]] (channels) and nzVal (values).
+	nzStart []int32
+	nzCh    []uint16
+	nzVal   []float32
+	grow    []float32 // a fully connected layer's gradient row
+	zeros   []float32
+	probs   []float32
 }
 
 func newConvEngine(arch ConvArch, maxB int) *convEngine {
@@ -228,7 +233,7 @@ func newConvEngine(arch ConvArch, maxB int) *convEngine {
 	e := &convEngine{plan: plan, maxB: maxB,
 		act: make([][]float32, n+1), d: make([][]float32, n+1),
 		pidx: make([][]int32, n), probs: make([]float32, arch.Classes())}
-	maxOut, lists, accLen := 0, 0, 0
+	maxOut, lists, accLen, pixels, nz := 0, 0, 0, 0, 0
 	for k := range plan {
 		p := &plan[k]
 		e.act[k] = make([]float32, maxB*p.inLen())
@@ -245,6 +250,8 @@ func newConvEngine(arch ConvArch, maxB int) *convEngine {
 			e.wt = append(e.wt, make([]float32, n*p.oc))
 			lists = max(lists, n, p.oc, min(maxB*p.oh*p.ow, 1<<16))
 			accLen = max(accLen, n)
+			pixels = max(pixels, p.ih*p.iw)
+			nz = max(nz, p.inLen())
 		case OpFC:
 			e.ops = append(e.ops, k)
 			e.gw = append(e.gw, nil)
@@ -260,6 +267,9 @@ func newConvEngine(arch ConvArch, maxB int) *convEngine {
 	e.idx = make([]uint16, 0, lists)
 	e.val = make([]float32, 0, lists)
 	e.acc = make([]float32, accLen)
+	e.nzStart = make([]int32, pixels+1)
+	e.nzCh = make([]uint16, 0, nz)
+	e.nzVal = make([]float32, 0, nz)
 	e.zeros = make([]float32, maxOut)
 	return e
 }
@@ -295,24 +305,39 @@ func (e *convEngine) forward(eff [][]float32, _ []float32, in *Inputs, imgs []in
 // convForward: for each output pixel, its patch's non-zero inputs against
 // their kernel rows, added in input order (the vector build keeps the
 // pixel's outputs in registers across them: sparseRowsVector, the same bits
-// as the axpy loop).
+// as the axpy loop). Each image's non-zero inputs are listed once per
+// input pixel (nzStart, nzCh, nzVal), and a patch joins the lists of its
+// pixels.
 func (e *convEngine) convForward(p *opPlan, w, x, y []float32, B int) {
-	K, iw, ic, oh, ow, oc := p.Size, p.iw, p.ic, p.oh, p.ow, p.oc
+	K, ih, iw, ic, oh, ow, oc := p.Size, p.ih, p.iw, p.ic, p.oh, p.ow, p.oc
 	inLen, outLen, row := p.inLen(), p.outLen(), p.Size*p.ic
 	for b := 0; b < B; b++ {
 		xb := x[b*inLen : (b+1)*inLen]
 		yb := y[b*outLen : (b+1)*outLen]
+		start, ch, vals := e.nzStart[:ih*iw+1], e.nzCh[:0], e.nzVal[:0]
+		for q := 0; q < ih*iw; q++ {
+			start[q] = int32(len(ch))
+			for c, v := range xb[q*ic : (q+1)*ic] {
+				if v != 0 {
+					ch = append(ch, uint16(c))
+					vals = append(vals, v)
+				}
+			}
+		}
+		start[ih*iw] = int32(len(ch))
 		for oy := 0; oy < oh; oy++ {
 			for ox := 0; ox < ow; ox++ {
 				o := yb[(oy*ow+ox)*oc : (oy*ow+ox+1)*oc]
 				fill(o, 0)
 				idx, val := e.idx[:0], e.val[:0]
 				for ky := 0; ky < K; ky++ {
-					base := ((oy+ky)*iw + ox) * ic
-					for j, v := range xb[base : base+row] {
-						if v != 0 {
-							idx = append(idx, uint16(ky*row+j))
-							val = append(val, v)
+					for kx := 0; kx < K; kx++ {
+						q := (oy+ky)*iw + ox + kx
+						lo, hi := start[q], start[q+1]
+						first := uint16(ky*row + kx*ic)
+						for i, c := range ch[lo:hi] {
+							idx = append(idx, first+c)
+							val = append(val, vals[int(lo)+i])
 						}
 					}
 				}
@@ -346,11 +371,20 @@ func (e *convEngine) poolForward(p *opPlan, x, y []float32, idx []int32, B int) 
 				for ch := 0; ch < c; ch++ {
 					at := ((oy*S)*iw+ox*S)*c + ch
 					best, bi := xb[at], at
-					for dy := 0; dy < S; dy++ {
-						for dx := 0; dx < S; dx++ {
-							j := ((oy*S+dy)*iw+ox*S+dx)*c + ch
+					if S == 2 {
+						// The window's other three, in the same order.
+						for _, j := range [3]int{at + c, at + iw*c, at + iw*c + c} {
 							if xb[j] > best {
 								best, bi = xb[j], j
+							}
+						}
+					} else {
+						for dy := 0; dy < S; dy++ {
+							for dx := 0; dx < S; dx++ {
+								j := ((oy*S+dy)*iw+ox*S+dx)*c + ch
+								if xb[j] > best {
+									best, bi = xb[j], j
+								}
 							}
 						}
 					}

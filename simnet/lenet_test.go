@@ -59,6 +59,12 @@ func smallMNISTDir(t *testing.T, train, test int) string {
 func TestLeNetSimReplays(t *testing.T) {
 	skipUnderRace(t)
 	dir := smallMNISTDir(t, 400, 100)
+	// The models of this commit's LeNet: a change of the forward or backward
+	// pass, the initialisation or the layer order shows here.
+	golden := map[string]string{
+		"frl-mnist":    "c497ed541dd24fb47ec43783ecb025f86a4034f0ab17e4bc2b72b1e83c86fe41",
+		"fedavg-mnist": "986e9b54e3b105a7b91773b54b67ac56e55cc0705415ed4e47f54a6399f6be5d",
+	}
 	for _, sc := range []string{"frl-mnist", "fedavg-mnist"} {
 		t.Run(sc, func(t *testing.T) {
 			cfg := Config{Scenario: sc, Model: "lenet", Peers: 20, PerRound: 3, Rounds: 1, Seed: 3, DataDir: dir}
@@ -67,6 +73,10 @@ func TestLeNetSimReplays(t *testing.T) {
 			if a.Model.Hash != b.Model.Hash || a.Rounds[0].Accuracy != b.Rounds[0].Accuracy || a.Rounds[0].Loss != b.Rounds[0].Loss {
 				t.Fatalf("replay differs: %s %v %v vs %s %v %v", a.Model.Hash, a.Rounds[0].Accuracy, a.Rounds[0].Loss,
 					b.Model.Hash, b.Rounds[0].Accuracy, b.Rounds[0].Loss)
+			}
+			t.Logf("%s: initial accuracy %.4f, round 1 %.4f, model %s", sc, a.InitialAccuracy, a.Rounds[0].Accuracy, a.Model.Hash)
+			if a.Model.Hash != golden[sc] {
+				t.Errorf("model %s, want %s", a.Model.Hash, golden[sc])
 			}
 			if !strings.Contains(a.Model.Name, "lenet") || a.Model.Params != 1199648 {
 				t.Errorf("model %q with %d parameters", a.Model.Name, a.Model.Params)
