@@ -55,7 +55,7 @@ func smallMNISTDir(t *testing.T, train, test int) string {
 // --model lenet on a slice of MNIST (400 training images over 20 peers, 3
 // per round, 100 test images) runs, learns something, reports the LeNet
 // model, and replays bit for bit; the default model is the fully connected
-// one, reported as unset.
+// one, reported as unset. The models are pinned.
 func TestLeNetSimReplays(t *testing.T) {
 	skipUnderRace(t)
 	dir := smallMNISTDir(t, 400, 100)
