@@ -329,19 +329,21 @@ func (e *convEngine) convForward(p *opPlan, w, x, y []float32, B int) {
 			for ox := 0; ox < ow; ox++ {
 				o := yb[(oy*ow+ox)*oc : (oy*ow+ox+1)*oc]
 				fill(o, 0)
-				idx, val := e.idx[:0], e.val[:0]
+				idx, val := e.idx[:cap(e.idx)], e.val[:cap(e.val)]
+				n := 0
 				for ky := 0; ky < K; ky++ {
 					for kx := 0; kx < K; kx++ {
 						q := (oy+ky)*iw + ox + kx
 						lo, hi := start[q], start[q+1]
 						first := uint16(ky*row + kx*ic)
+						dst := idx[n : n+int(hi-lo)]
 						for i, c := range ch[lo:hi] {
-							idx = append(idx, first+c)
-							val = append(val, vals[int(lo)+i])
+							dst[i] = first + c
 						}
+						n += copy(val[n:], vals[lo:hi])
 					}
 				}
-				sparseRows(o, w, oc, idx, val)
+				sparseRows(o, w, oc, idx[:n], val[:n])
 				relu(o)
 			}
 		}
