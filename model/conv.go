@@ -530,7 +530,7 @@ func (e *convEngine) convBackward(p *opPlan, w, wt, x, dy, dx, gw []float32, mas
 		return
 	}
 	fill(dx, 0)
-	// wt = Wᵀ: oc rows of the kernel's rows·... inputs.
+	// wt = Wᵀ: a row of k·k·in_channels weights per output channel.
 	for r := 0; r < rows; r++ {
 		for o, v := range w[r*oc : (r+1)*oc] {
 			wt[o*rows+r] = v
