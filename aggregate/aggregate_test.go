@@ -244,7 +244,7 @@ func TestShapesSpec(t *testing.T) {
 		t.Fatal("a layer of zero inputs validated")
 	}
 	// The chain's header is the one it always had: seed, L, (in, out) per layer.
-	if h := chain.EncodeFRLModel([][]uint32{{0, 1, 2, 3, 4, 5}, {0, 1, 2}})[12:13+16]; !slices.Equal(h, []byte{2, 2, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0}) {
+	if h := chain.EncodeFRLModel([][]uint32{{0, 1, 2, 3, 4, 5}, {0, 1, 2}})[12 : 13+16]; !slices.Equal(h, []byte{2, 2, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0}) {
 		t.Fatalf("chain header %v", h)
 	}
 }
