@@ -194,6 +194,61 @@ func TestModelCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// TestShapesSpec: a spec of per-layer shapes (a convolutional network's
+// kernel tensors) encodes, decodes and votes like a chain of sizes; its
+// header states each layer's shape, so a model of the chain with the same
+// edge counts is refused, and a chain spec's bytes are unchanged.
+func TestShapesSpec(t *testing.T) {
+	conv := Spec{Seed: 4, Shapes: [][2]int{{2, 3}, {6, 1}}}
+	chain := Spec{Seed: 4, Sizes: []int{2, 3, 1}} // layers of 6 and 3 edges
+	if err := conv.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := conv.Layers(); !slices.Equal(got, []int{6, 6}) {
+		t.Fatalf("layers %v", got)
+	}
+	order := [][]uint32{{5, 4, 3, 2, 1, 0}, {0, 2, 4, 1, 3, 5}}
+	m := conv.EncodeFRLModel(order)
+	got, err := conv.DecodeFRLModel(m, nil)
+	if err != nil || !slices.Equal(got[0], order[0]) || !slices.Equal(got[1], order[1]) {
+		t.Fatalf("round trip: %v %v", got, err)
+	}
+	same := Spec{Seed: 4, Shapes: [][2]int{{3, 2}, {6, 1}}} // same edge counts, another shape
+	if _, err := same.DecodeFRLModel(m, nil); err == nil || !strings.Contains(err.Error(), "layer 0 is 2x3") {
+		t.Fatalf("model of another shape accepted: %v", err)
+	}
+	if _, err := chain.DecodeFRLModel(m, nil); err == nil {
+		t.Fatal("a chain spec decoded a model of another network")
+	}
+	v, err := NewVote(conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := v.Add(Update{Payload: conv.EncodeFRLUpdate(nil, order)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := v.Finalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := conv.DecodeFRLModel(out, nil); err != nil || !slices.Equal(got[1], order[1]) {
+		t.Fatalf("vote of identical rankings: %v %v", got, err)
+	}
+	w := [][]float32{{1, 2, 3, 4, 5, 6}, {6, 5, 4, 3, 2, 1}}
+	if back, err := conv.DecodeDenseModel(conv.EncodeDenseModel(w), nil); err != nil || !slices.Equal(back[1], w[1]) {
+		t.Fatalf("dense round trip: %v %v", back, err)
+	}
+	if bad := (Spec{Seed: 1, Shapes: [][2]int{{0, 3}}}); bad.Validate() == nil {
+		t.Fatal("a layer of zero inputs validated")
+	}
+	// The chain's header is the one it always had: seed, L, (in, out) per layer.
+	if h := chain.EncodeFRLModel([][]uint32{{0, 1, 2, 3, 4, 5}, {0, 1, 2}})[12 : 13+16]; !slices.Equal(h, []byte{2, 2, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0}) {
+		t.Fatalf("chain header %v", h)
+	}
+}
+
 // FuzzDecodeFRLUpdate: arbitrary bytes never panic the decoder; whatever
 // decodes is a valid ranking set that re-encodes to the same bytes.
 func FuzzDecodeFRLUpdate(f *testing.F) {

@@ -48,25 +48,57 @@ var (
 type Spec struct {
 	Seed  uint64
 	Sizes []int // neurons per layer, input first: 784,300,100,10
+	// Shapes, when set, gives each layer's (in, out) for a network whose
+	// weight layers are not a chain of Sizes (a convolution's kernel tensor
+	// is in = k·k·in_channels by out = out_channels); Sizes is then unused.
+	// The formats are the same: the header states each layer's in and out.
+	Shapes [][2]int
+}
+
+// shapes returns each layer's (in, out).
+func (s Spec) shapes() [][2]int {
+	if s.Shapes != nil {
+		return s.Shapes
+	}
+	if len(s.Sizes) < 2 {
+		return nil
+	}
+	out := make([][2]int, len(s.Sizes)-1)
+	for l := range out {
+		out[l] = [2]int{s.Sizes[l], s.Sizes[l+1]}
+	}
+	return out
 }
 
 // Layers returns the number of edges of each layer.
 func (s Spec) Layers() []int {
-	out := make([]int, len(s.Sizes)-1)
-	for l := range out {
-		out[l] = s.Sizes[l] * s.Sizes[l+1]
+	sh := s.shapes()
+	out := make([]int, len(sh))
+	for l, v := range sh {
+		out[l] = v[0] * v[1]
 	}
 	return out
 }
 
 // Validate checks the spec's shape.
 func (s Spec) Validate() error {
-	if len(s.Sizes) < 2 || len(s.Sizes)-1 > maxLayers {
-		return fmt.Errorf("aggregate: spec needs 2..%d sizes, got %d", maxLayers+1, len(s.Sizes))
-	}
-	for i, n := range s.Sizes {
-		if n <= 0 || n > 1<<24 {
-			return fmt.Errorf("aggregate: spec size %d is %d, want 1..%d", i, n, 1<<24)
+	if s.Shapes != nil {
+		if len(s.Shapes) < 1 || len(s.Shapes) > maxLayers {
+			return fmt.Errorf("aggregate: spec needs 1..%d layer shapes, got %d", maxLayers, len(s.Shapes))
+		}
+		for l, v := range s.Shapes {
+			if v[0] <= 0 || v[0] > 1<<24 || v[1] <= 0 || v[1] > 1<<24 {
+				return fmt.Errorf("aggregate: spec layer %d is %dx%d, want 1..%d each", l, v[0], v[1], 1<<24)
+			}
+		}
+	} else {
+		if len(s.Sizes) < 2 || len(s.Sizes)-1 > maxLayers {
+			return fmt.Errorf("aggregate: spec needs 2..%d sizes, got %d", maxLayers+1, len(s.Sizes))
+		}
+		for i, n := range s.Sizes {
+			if n <= 0 || n > 1<<24 {
+				return fmt.Errorf("aggregate: spec size %d is %d, want 1..%d", i, n, 1<<24)
+			}
 		}
 	}
 	for l, n := range s.Layers() {
@@ -84,17 +116,19 @@ func malformed(format string, args ...any) error {
 func (s Spec) appendHeader(dst []byte, magic [4]byte) []byte {
 	dst = append(dst, magic[:]...)
 	dst = binary.LittleEndian.AppendUint64(dst, s.Seed)
-	dst = append(dst, byte(len(s.Sizes)-1))
-	for l := 0; l+1 < len(s.Sizes); l++ {
-		dst = binary.LittleEndian.AppendUint32(dst, uint32(s.Sizes[l]))
-		dst = binary.LittleEndian.AppendUint32(dst, uint32(s.Sizes[l+1]))
+	sh := s.shapes()
+	dst = append(dst, byte(len(sh)))
+	for _, v := range sh {
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(v[0]))
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(v[1]))
 	}
 	return dst
 }
 
 // checkHeader verifies a model header against the spec and returns the rest.
 func (s Spec) checkHeader(src []byte, magic [4]byte, what string) ([]byte, error) {
-	L := len(s.Sizes) - 1
+	sh := s.shapes()
+	L := len(sh)
 	need := 4 + 8 + 1 + 8*L
 	if len(src) < need {
 		return nil, malformed("%s of %d bytes is shorter than its %d-byte header", what, len(src), need)
@@ -111,8 +145,8 @@ func (s Spec) checkHeader(src []byte, magic [4]byte, what string) ([]byte, error
 	p := src[13:]
 	for l := 0; l < L; l++ {
 		in, out := binary.LittleEndian.Uint32(p), binary.LittleEndian.Uint32(p[4:])
-		if int(in) != s.Sizes[l] || int(out) != s.Sizes[l+1] {
-			return nil, malformed("%s layer %d is %dx%d, want %dx%d", what, l, in, out, s.Sizes[l], s.Sizes[l+1])
+		if int(in) != sh[l][0] || int(out) != sh[l][1] {
+			return nil, malformed("%s layer %d is %dx%d, want %dx%d", what, l, in, out, sh[l][0], sh[l][1])
 		}
 		p = p[8:]
 	}
@@ -418,7 +452,9 @@ func decodeFloats(p []byte, layers []int, dst [][]float32, what string) ([][]flo
 }
 
 // cloneSizes guards a spec against later changes by the caller.
-func (s Spec) clone() Spec { return Spec{Seed: s.Seed, Sizes: slices.Clone(s.Sizes)} }
+func (s Spec) clone() Spec {
+	return Spec{Seed: s.Seed, Sizes: slices.Clone(s.Sizes), Shapes: slices.Clone(s.Shapes)}
+}
 
 // updateDecoder decodes a ranking aggregator's updates: packed ones as they
 // are, coded ones against the round's global model, whose rankings it

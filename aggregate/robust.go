@@ -44,7 +44,7 @@ func newUpdateSet(spec Spec) (updateSet, error) {
 	for _, n := range s.spec.Layers() {
 		s.total += n
 	}
-	s.views = make([][]float32, len(s.spec.Sizes)-1)
+	s.views = make([][]float32, len(s.spec.Layers()))
 	return s, nil
 }
 

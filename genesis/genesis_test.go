@@ -402,6 +402,9 @@ func TestParseStrict(t *testing.T) {
 		{"unknown key", base + "\n[extra]\nx = 1\n", `"extra`},
 		{"unknown top-level key", "per_rounds = 3\n" + base, `"per_rounds"`},
 		{"unknown task key", base + "learning_rate = 0.1\n", `"task.learning_rate"`},
+		// The simulator's --model lenet is not a federation setting: a
+		// genesis always runs the fully connected network.
+		{"model choice", base + "model = \"lenet\"\n", `"task.model"`},
 		{"wrong case", strings.Replace(base, "name =", "Name =", 1), `"Name"`},
 		{"quoted dotted key", strings.Replace(base, "seed = 7", `"seed.x" = 7`, 1), `seed.x`},
 		{"unknown key in inline table", strings.Replace(base, "\n[task]\nlr = 0.4\n", "\ntask = { lr = 0.4, x = 1 }\n", 1), `"task.x"`},

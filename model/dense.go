@@ -11,7 +11,8 @@ import (
 // FedAvg baseline, and the base model of low-rank fine-tuning). Weights are
 // initialised like PyTorch's nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 type Dense struct {
-	Sizes []int
+	Sizes []int     // a fully connected net's layer sizes; nil for a Conv net
+	Conv  *ConvArch // the convolutional network (NewConvDense); nil for a fully connected one
 	Seed  uint64
 	Init  [][]float32 // per layer, input-major
 }
@@ -21,18 +22,61 @@ func NewDense(sizes []int, seed uint64) (*Dense, error) {
 	if err := ValidateSizes(sizes); err != nil {
 		return nil, err
 	}
-	d := &Dense{Sizes: slices.Clone(sizes), Seed: seed}
-	for l := 0; l+1 < len(sizes); l++ {
-		in, out := sizes[l], sizes[l+1]
+	return &Dense{Sizes: slices.Clone(sizes), Seed: seed, Init: denseInit(chainShapes(sizes), seed)}, nil
+}
+
+// NewConvDense draws the initial weights of a convolutional network: every
+// weight layer (a convolution's kernel tensor or a fully connected layer)
+// U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for both.
+func NewConvDense(arch ConvArch, seed uint64) (*Dense, error) {
+	shapes, err := arch.Shapes()
+	if err != nil {
+		return nil, err
+	}
+	a := arch.clone()
+	return &Dense{Conv: &a, Seed: seed, Init: denseInit(shapes, seed)}, nil
+}
+
+// denseInit draws layers of the given (In, Out) shapes, layer l from its
+// own stream of seed.
+func denseInit(shapes [][2]int, seed uint64) [][]float32 {
+	var init [][]float32
+	for l, sh := range shapes {
+		in, out := sh[0], sh[1]
 		rng := rand.New(rand.NewPCG(seed, 0xde5e0000+uint64(l)))
 		bound := 1 / math.Sqrt(float64(in))
 		w := make([]float32, in*out)
 		for e := range w {
 			w[e] = float32((2*rng.Float64() - 1) * bound)
 		}
-		d.Init = append(d.Init, w)
+		init = append(init, w)
 	}
-	return d, nil
+	return init
+}
+
+// Shapes returns each layer's (In, Out).
+func (d *Dense) Shapes() [][2]int {
+	if d.Conv != nil {
+		sh, _ := d.Conv.Shapes() // checked by NewConvDense
+		return sh
+	}
+	return chainShapes(d.Sizes)
+}
+
+// InputDim is the number of input features the network takes.
+func (d *Dense) InputDim() int {
+	if d.Conv != nil {
+		return d.Conv.InputDim()
+	}
+	return d.Sizes[0]
+}
+
+func chainShapes(sizes []int) [][2]int {
+	shapes := make([][2]int, len(sizes)-1)
+	for l := range shapes {
+		shapes[l] = [2]int{sizes[l], sizes[l+1]}
+	}
+	return shapes
 }
 
 // LayerSizes returns the number of weights of each layer.
@@ -47,16 +91,17 @@ func LayerSizes(sizes []int) []int {
 // Params is the number of weights.
 func (d *Dense) Params() int {
 	n := 0
-	for _, s := range LayerSizes(d.Sizes) {
-		n += s
+	for _, w := range d.Init {
+		n += len(w)
 	}
 	return n
 }
 
 // DenseTrainer trains a dense network's weights on one goroutine.
 type DenseTrainer struct {
-	sizes  []int
-	e      *engine
+	shapes [][2]int // per layer (In, Out)
+	inDim  int
+	e      netEngine
 	w      [][]float32
 	mom    [][]float32
 	colsum []float32
@@ -66,10 +111,23 @@ type DenseTrainer struct {
 
 // NewDenseTrainer returns a trainer for batches of at most maxBatch images.
 func NewDenseTrainer(sizes []int, maxBatch int) *DenseTrainer {
-	t := &DenseTrainer{sizes: slices.Clone(sizes), e: newEngine(sizes, maxBatch)}
-	for _, n := range LayerSizes(sizes) {
-		t.w = append(t.w, make([]float32, n))
-		t.mom = append(t.mom, make([]float32, n))
+	return newDenseTrainer(chainShapes(sizes), sizes[0], newEngine(slices.Clone(sizes), maxBatch))
+}
+
+// NewTrainer returns a trainer of the network's weights for batches of at
+// most maxBatch images (a fully connected or a convolutional network).
+func (d *Dense) NewTrainer(maxBatch int) *DenseTrainer {
+	if d.Conv != nil {
+		return newDenseTrainer(d.Shapes(), d.InputDim(), newConvEngine(*d.Conv, maxBatch))
+	}
+	return NewDenseTrainer(d.Sizes, maxBatch)
+}
+
+func newDenseTrainer(shapes [][2]int, inDim int, e netEngine) *DenseTrainer {
+	t := &DenseTrainer{shapes: shapes, inDim: inDim, e: e}
+	for _, sh := range shapes {
+		t.w = append(t.w, make([]float32, sh[0]*sh[1]))
+		t.mom = append(t.mom, make([]float32, sh[0]*sh[1]))
 	}
 	return t
 }
@@ -86,7 +144,7 @@ func (t *DenseTrainer) Load(w [][]float32) error {
 		copy(t.w[l], w[l])
 		fill(t.mom[l], 0)
 	}
-	t.colsum = columnSums(t.w[0], t.sizes[0], t.sizes[1], t.colsum)
+	t.colsum = columnSums(t.w[0], t.shapes[0][0], t.shapes[0][1], t.colsum)
 	return nil
 }
 
@@ -95,8 +153,8 @@ func (t *DenseTrainer) Weights() [][]float32 { return t.w }
 
 // Train runs local SGD on the given samples and returns the mean loss of the last epoch.
 func (t *DenseTrainer) Train(in *Inputs, samples []int32, h Hyper, rng *rand.Rand) (float64, error) {
-	if in.Dim != t.sizes[0] {
-		return 0, fmt.Errorf("model: inputs have %d features, network expects %d", in.Dim, t.sizes[0])
+	if in.Dim != t.inDim {
+		return 0, fmt.Errorf("model: inputs have %d features, network expects %d", in.Dim, t.inDim)
 	}
 	t.mu, t.wd = float32(h.Momentum), float32(h.WeightDecay)
 	var loss float64
@@ -105,14 +163,14 @@ func (t *DenseTrainer) Train(in *Inputs, samples []int32, h Hyper, rng *rand.Ran
 	return loss, err
 }
 
-func (t *DenseTrainer) forward(e *engine, in *Inputs, batch []int32) [][]float32 {
+func (t *DenseTrainer) forward(e netEngine, in *Inputs, batch []int32) [][]float32 {
 	e.forward(t.w, t.colsum, in, batch)
 	return t.w
 }
 
-func (t *DenseTrainer) update(e *engine, B int, offset, lr float32) {
+func (t *DenseTrainer) update(e netEngine, B int, offset, lr float32) {
 	for l := range t.w {
-		I, O := t.sizes[l], t.sizes[l+1]
+		I, O := t.shapes[l][0], t.shapes[l][1]
 		w, m := t.w[l], t.mom[l]
 		for i := 0; i < I; i++ {
 			g := e.rowGrad(l, i, B, offset)
@@ -120,7 +178,7 @@ func (t *DenseTrainer) update(e *engine, B int, offset, lr float32) {
 			denseUpdateRow(w[r:r+O], m[r:r+O], g, lr, t.mu, t.wd)
 		}
 	}
-	t.colsum = columnSums(t.w[0], t.sizes[0], t.sizes[1], t.colsum)
+	t.colsum = columnSums(t.w[0], t.shapes[0][0], t.shapes[0][1], t.colsum)
 }
 
 func denseUpdateRow(w, m, g []float32, lr, mu, wd float32) {
@@ -136,7 +194,7 @@ func denseUpdateRow(w, m, g []float32, lr, mu, wd float32) {
 
 // Evaluator scores a network on a data set, one goroutine per Evaluator.
 type Evaluator struct {
-	e   *engine
+	e   netEngine
 	idx []int32
 }
 
@@ -145,6 +203,11 @@ const evalBatch = 32
 // NewEvaluator returns an evaluator for networks of the given sizes.
 func NewEvaluator(sizes []int) *Evaluator {
 	return &Evaluator{e: newEngine(slices.Clone(sizes), evalBatch), idx: make([]int32, evalBatch)}
+}
+
+// NewConvEvaluator returns an evaluator for a convolutional network.
+func NewConvEvaluator(arch ConvArch) *Evaluator {
+	return &Evaluator{e: newConvEngine(arch.clone(), evalBatch), idx: make([]int32, evalBatch)}
 }
 
 // Run scores images [lo, hi) of in with effective weights eff (colsum =

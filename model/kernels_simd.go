@@ -124,7 +124,8 @@ func SetVectorKernels(on bool) bool {
 // pixel in order, as axpy per pixel would (a zero val[p] skipped, as axpy
 // skips it), and reports true; false, doing nothing, when the vector
 // kernels are off or O is below asmMin (where axpy is scalar). z stays in
-// registers across the pixels, 128 columns at a time: each z[o] sees the
+// registers across the pixels, 128 columns at a time (then 64, then 32,
+// then the rest): each z[o] sees the
 // same multiplications and additions in the same order as with axpy.
 func sparseRowsVector(z, w []float32, O int, idx []uint16, val []float32) bool {
 	if !vectorKernels || O < asmMin {
@@ -168,6 +169,32 @@ func sparseRowsVector(z, w []float32, O int, idx []uint16, val []float32) bool {
 		a5.StoreSlice(zt[80:96])
 		a6.StoreSlice(zt[96:112])
 		a7.StoreSlice(zt[112:128])
+	}
+	if o+64 <= O {
+		// 64 columns (a convolution's output channels) in one pass.
+		zt := z[o : o+64]
+		a0 := archsimd.LoadFloat32x16Slice(zt[0:16])
+		a1 := archsimd.LoadFloat32x16Slice(zt[16:32])
+		a2 := archsimd.LoadFloat32x16Slice(zt[32:48])
+		a3 := archsimd.LoadFloat32x16Slice(zt[48:64])
+		for p, i := range idx {
+			v := val[p]
+			if v == 0 {
+				continue
+			}
+			va := archsimd.BroadcastFloat32x16(v)
+			r := int(i)*O + o
+			row := w[r : r+64]
+			a0 = a0.Add(archsimd.LoadFloat32x16Slice(row[0:16]).Mul(va))
+			a1 = a1.Add(archsimd.LoadFloat32x16Slice(row[16:32]).Mul(va))
+			a2 = a2.Add(archsimd.LoadFloat32x16Slice(row[32:48]).Mul(va))
+			a3 = a3.Add(archsimd.LoadFloat32x16Slice(row[48:64]).Mul(va))
+		}
+		a0.StoreSlice(zt[0:16])
+		a1.StoreSlice(zt[16:32])
+		a2.StoreSlice(zt[32:48])
+		a3.StoreSlice(zt[48:64])
+		o += 64
 	}
 	for ; o+32 <= O; o += 32 {
 		a0 := archsimd.LoadFloat32x16Slice(z[o : o+16])

@@ -203,3 +203,66 @@ func TestVectorScaleMatchesPortable(t *testing.T) {
 		}
 	}
 }
+
+// TestVectorBuildSameLeNet: a LeNet client's local training (supermask and
+// dense) and an evaluation give the same bits with and without the vector
+// kernels (the convolutions, the pool's fully connected layer and the
+// gradients run through sparseRows and axpy).
+func TestVectorBuildSameLeNet(t *testing.T) {
+	if !vectorKernels {
+		t.Skip("no AVX-512 on this CPU")
+	}
+	defer func() { vectorKernels = true }()
+	train, test := loadMNIST(t)
+	net, err := NewConvSupermask(LeNet(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dense, err := NewConvDense(LeNet(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samples := clientSamples()[:16]
+	run := func() (scores, weights [][]float32, correct int, loss float64) {
+		tr := net.NewTrainer(8)
+		if err := tr.Load(initOrders(net)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.Train(train, samples, frlHyper(), rand.New(rand.NewPCG(1, 2))); err != nil {
+			t.Fatal(err)
+		}
+		dt := dense.NewTrainer(8)
+		if err := dt.Load(dense.Init); err != nil {
+			t.Fatal(err)
+		}
+		h := frlHyper()
+		h.LR = 0.01
+		if _, err := dt.Train(train, samples, h, rand.New(rand.NewPCG(1, 2))); err != nil {
+			t.Fatal(err)
+		}
+		eff, _, err := net.EffectiveFromRanking(initOrders(net), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		correct, loss = NewConvEvaluator(LeNet()).Run(eff, nil, test, 0, 300)
+		for _, s := range tr.Scores() {
+			scores = append(scores, slices.Clone(s))
+		}
+		for _, w := range dt.Weights() {
+			weights = append(weights, slices.Clone(w))
+		}
+		return scores, weights, correct, loss
+	}
+	vectorKernels = false
+	s0, w0, c0, l0 := run()
+	vectorKernels = true
+	s1, w1, c1, l1 := run()
+	for l := range s0 {
+		if !slices.Equal(s0[l], s1[l]) || !slices.Equal(w0[l], w1[l]) {
+			t.Fatalf("layer %d: the trained scores or weights differ between the builds' kernels", l)
+		}
+	}
+	if c0 != c1 || math.Float64bits(l0) != math.Float64bits(l1) {
+		t.Fatalf("evaluation: %d correct, loss %v with vector kernels; %d, %v without", c1, l1, c0, l0)
+	}
+}

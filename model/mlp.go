@@ -63,6 +63,8 @@ func newEngine(sizes []int, maxB int) *engine {
 	return e
 }
 
+func (e *engine) batchCap() int { return e.maxB }
+
 func relu(z []float32) {
 	for i, v := range z {
 		if v < 0 {
@@ -150,15 +152,18 @@ var maxImageLoss = -math.Log(math.SmallestNonzeroFloat32)
 // gradient of the mean with respect to the logits into dz[L-1].
 func (e *engine) loss(in *Inputs, imgs []int32, grad bool) (sum float64, correct int) {
 	L := len(e.sizes) - 1
-	C := e.sizes[L]
-	B := len(imgs)
-	z := e.out[L-1]
-	dz := e.dz[L-1]
-	invB := 1 / float32(B)
+	return batchLoss(e.out[L-1], e.dz[L-1], e.probs, e.sizes[L], in, imgs, grad)
+}
+
+// batchLoss computes the summed cross-entropy of a batch whose logits are
+// z (B×C) and, if grad, the gradient of the mean with respect to them into
+// dz; probs is scratch of C entries.
+func batchLoss(z, dz, probs []float32, C int, in *Inputs, imgs []int32, grad bool) (sum float64, correct int) {
+	invB := 1 / float32(len(imgs))
 	for b, k := range imgs {
 		y := int(in.Labels[k])
 		zb := z[b*C : (b+1)*C]
-		l := -logSoftmax(zb, e.probs, y)
+		l := -logSoftmax(zb, probs, y)
 		if !grad && !(l <= maxImageLoss) { // also catches NaN
 			l = maxImageLoss
 		}
@@ -174,7 +179,7 @@ func (e *engine) loss(in *Inputs, imgs []int32, grad bool) (sum float64, correct
 		}
 		if grad {
 			db := dz[b*C : (b+1)*C]
-			for c, p := range e.probs {
+			for c, p := range probs {
 				db[c] = p * invB
 			}
 			db[y] -= invB

@@ -45,24 +45,46 @@ func (h Hyper) EpochLR(ep int) float64 {
 	return h.LR * (1 + math.Cos(math.Pi*float64(ep)/float64(h.Epochs))) / 2
 }
 
+// netEngine is what runEpochs and the trainers need of a network's forward
+// and backward passes: the fully connected engine (mlp.go) or the
+// convolutional one (conv.go).
+type netEngine interface {
+	// batchCap is the largest batch the engine's buffers hold.
+	batchCap() int
+	// forward runs images imgs of in through the network with effective
+	// weights eff (colsum: Σ_i eff[0][i,:], used by the fully connected
+	// engine's sparse first layer) and leaves the logits in the engine.
+	forward(eff [][]float32, colsum []float32, in *Inputs, imgs []int32)
+	// loss is the summed cross-entropy of the batch and the number
+	// classified correctly; with grad, it also leaves the gradient of the
+	// mean loss with respect to the logits in the engine.
+	loss(in *Inputs, imgs []int32, grad bool) (float64, int)
+	// backward propagates the logits' gradient through eff.
+	backward(eff [][]float32, in *Inputs, imgs []int32)
+	// rowGrad is the gradient of the mean loss with respect to row i (input
+	// i, Out entries) of layer l's effective weights, after backward. It
+	// aliases engine scratch and is valid until the next call.
+	rowGrad(l, i, B int, offset float32) []float32
+}
+
 // stepper is what a trainer does with one batch's gradients.
-type stepper interface {
+type stepper[E netEngine] interface {
 	// forward runs a batch through the network, leaving the logits in the
 	// engine, and returns the effective weights that backward propagates
 	// through.
-	forward(e *engine, in *Inputs, batch []int32) [][]float32
+	forward(e E, in *Inputs, batch []int32) [][]float32
 	// update applies one SGD step with the gradients held by the engine.
-	update(e *engine, B int, offset, lr float32)
+	update(e E, B int, offset, lr float32)
 }
 
 // runEpochs runs local SGD over samples (indices into in) and returns the
 // mean training loss of the last epoch.
-func runEpochs(e *engine, st stepper, in *Inputs, samples []int32, h Hyper, rng *rand.Rand, order []int32) ([]int32, float64, error) {
+func runEpochs[E netEngine](e E, st stepper[E], in *Inputs, samples []int32, h Hyper, rng *rand.Rand, order []int32) ([]int32, float64, error) {
 	if err := h.Validate(); err != nil {
 		return order, 0, err
 	}
-	if h.Batch > e.maxB {
-		return order, 0, fmt.Errorf("model: batch %d exceeds the trainer's %d", h.Batch, e.maxB)
+	if h.Batch > e.batchCap() {
+		return order, 0, fmt.Errorf("model: batch %d exceeds the trainer's %d", h.Batch, e.batchCap())
 	}
 	order = append(order[:0], samples...)
 	var lossSum float64

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -19,7 +20,10 @@ const signBit = 0x80000000
 // w = ±gain/sqrt(fan_in) with gain = sqrt(2) on every layer; scores are
 // U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's kaiming_uniform_(a=sqrt(5))).
 type Supermask struct {
-	Sizes  []int
+	Sizes []int // a fully connected net's layer sizes; nil for a Conv net
+	// Conv, when set, is the convolutional network whose weight layers
+	// Layers are (NewConvSupermask); nil for a fully connected one.
+	Conv   *ConvArch
 	Seed   uint64
 	Layers []SupermaskLayer
 }
@@ -65,9 +69,29 @@ func NewSupermaskKeep(sizes []int, seed uint64, frac float64) (*Supermask, error
 	if !(frac > 0 && frac <= 1) {
 		return nil, fmt.Errorf("model: supermask keep fraction %v, want (0, 1]", frac)
 	}
-	net := &Supermask{Sizes: slices.Clone(sizes), Seed: seed}
-	for l := 0; l+1 < len(sizes); l++ {
-		in, out := sizes[l], sizes[l+1]
+	net := &Supermask{Sizes: slices.Clone(sizes), Seed: seed, Layers: supermaskLayers(chainShapes(sizes), seed, frac)}
+	return net, nil
+}
+
+// NewConvSupermask builds a convolutional supermask network: every weight
+// layer (a convolution's kernel tensor, a fully connected layer) is one layer
+// of edges, initialised, masked, ranked and voted like a fully connected
+// layer, with fan-in In (in_channels·k·k for a convolution).
+func NewConvSupermask(arch ConvArch, seed uint64) (*Supermask, error) {
+	shapes, err := arch.Shapes()
+	if err != nil {
+		return nil, err
+	}
+	a := arch.clone()
+	return &Supermask{Conv: &a, Seed: seed, Layers: supermaskLayers(shapes, seed, 0.5)}, nil
+}
+
+// supermaskLayers draws the frozen weights and initial scores of layers of
+// the given (In, Out) shapes; layer l draws from its own stream of seed.
+func supermaskLayers(shapes [][2]int, seed uint64, frac float64) []SupermaskLayer {
+	var layers []SupermaskLayer
+	for l, sh := range shapes {
+		in, out := sh[0], sh[1]
 		n := in * out
 		rng := rand.New(rand.NewPCG(seed, 0x5eed0000+uint64(l)))
 		c := float32(math.Sqrt2 / math.Sqrt(float64(in)))
@@ -86,14 +110,16 @@ func NewSupermaskKeep(sizes []int, seed uint64, frac float64) (*Supermask, error
 		for e := range order {
 			order[e] = uint32(e)
 		}
-		slices.SortStableFunc(order, func(a, b uint32) int {
+		// By score, ties by edge index: the stable order, from the faster
+		// unstable sort.
+		slices.SortFunc(order, func(a, b uint32) int {
 			switch {
 			case init[a] < init[b]:
 				return -1
 			case init[a] > init[b]:
 				return 1
 			}
-			return 0
+			return cmp.Compare(a, b)
 		})
 		sorted := make([]float32, n)
 		for i, e := range order {
@@ -105,11 +131,28 @@ func NewSupermaskKeep(sizes []int, seed uint64, frac float64) (*Supermask, error
 		for i, v := range sorted {
 			on[i] = math.Float32bits(v)&^signBit >= thr
 		}
-		net.Layers = append(net.Layers, SupermaskLayer{
+		layers = append(layers, SupermaskLayer{
 			In: in, Out: out, W: w, C: c, Sorted: sorted, InitOrder: order, Keep: keep, On: on, thr: thr,
 		})
 	}
-	return net, nil
+	return layers
+}
+
+// Shapes returns each layer's (In, Out).
+func (net *Supermask) Shapes() [][2]int {
+	out := make([][2]int, len(net.Layers))
+	for l := range net.Layers {
+		out[l] = [2]int{net.Layers[l].In, net.Layers[l].Out}
+	}
+	return out
+}
+
+// InputDim is the number of input features the network takes.
+func (net *Supermask) InputDim() int {
+	if net.Conv != nil {
+		return net.Conv.InputDim()
+	}
+	return net.Sizes[0]
 }
 
 // Params is the number of edges (scores) in the network.
@@ -173,7 +216,7 @@ func (net *Supermask) EffectiveFromRanking(order [][]uint32, eff [][]float32, co
 			}
 		}
 	}
-	colsum = columnSums(eff[0], net.Sizes[0], net.Sizes[1], colsum)
+	colsum = columnSums(eff[0], net.Layers[0].In, net.Layers[0].Out, colsum)
 	return eff, colsum, nil
 }
 

@@ -17,7 +17,7 @@ import (
 // back to a full selection and widens the band.
 type SupermaskTrainer struct {
 	net    *Supermask
-	e      *engine
+	e      netEngine
 	scores [][]float32
 	mom    [][]float32
 	eff    [][]float32
@@ -47,7 +47,7 @@ func (net *Supermask) NewTrainer(maxBatch int) *SupermaskTrainer {
 	L := len(net.Layers)
 	t := &SupermaskTrainer{
 		net:    net,
-		e:      newEngine(net.Sizes, maxBatch),
+		e:      net.newEngine(maxBatch),
 		scores: make([][]float32, L),
 		mom:    make([][]float32, L),
 		eff:    make([][]float32, L),
@@ -64,6 +64,14 @@ func (net *Supermask) NewTrainer(maxBatch int) *SupermaskTrainer {
 		t.bands[l].width = 1 << 23 / 200
 	}
 	return t
+}
+
+// newEngine returns the forward and backward engine of the network.
+func (net *Supermask) newEngine(maxBatch int) netEngine {
+	if net.Conv != nil {
+		return newConvEngine(*net.Conv, maxBatch)
+	}
+	return newEngine(net.Sizes, maxBatch)
 }
 
 // Load starts a client from a global model given by its per-layer rankings.
@@ -86,8 +94,8 @@ func (t *SupermaskTrainer) Scores() [][]float32 { return t.scores }
 // Train runs local training on the given samples of in, from the loaded
 // model, and returns the mean loss of the last epoch.
 func (t *SupermaskTrainer) Train(in *Inputs, samples []int32, h Hyper, rng *rand.Rand) (float64, error) {
-	if in.Dim != t.net.Sizes[0] {
-		return 0, fmt.Errorf("model: inputs have %d features, network expects %d", in.Dim, t.net.Sizes[0])
+	if in.Dim != t.net.InputDim() {
+		return 0, fmt.Errorf("model: inputs have %d features, network expects %d", in.Dim, t.net.InputDim())
 	}
 	t.mu, t.wd = float32(h.Momentum), float32(h.WeightDecay)
 	var loss float64
@@ -96,12 +104,12 @@ func (t *SupermaskTrainer) Train(in *Inputs, samples []int32, h Hyper, rng *rand
 	return loss, err
 }
 
-func (t *SupermaskTrainer) forward(e *engine, in *Inputs, batch []int32) [][]float32 {
+func (t *SupermaskTrainer) forward(e netEngine, in *Inputs, batch []int32) [][]float32 {
 	e.forward(t.eff, t.colsum, in, batch)
 	return t.eff
 }
 
-func (t *SupermaskTrainer) update(e *engine, B int, offset, lr float32) {
+func (t *SupermaskTrainer) update(e netEngine, B int, offset, lr float32) {
 	for l := range t.net.Layers {
 		ly := &t.net.Layers[l]
 		I, O := ly.In, ly.Out

@@ -22,7 +22,7 @@ func init() {
 	frl.RankingCodec = task.DefaultRankingCodec
 	RegisterScenario(Scenario{
 		Name:        "frl-mnist",
-		Description: "Federated Rank Learning on MNIST: LeNet-300-100 supermask, peers vote on edge rankings",
+		Description: "Federated Rank Learning on MNIST: LeNet-300-100 supermask (--model lenet: the reference's conv LeNet), peers vote on edge rankings",
 		Defaults:    frl,
 		Aggregators: []string{"vote-clamp", "vote-robust", "vote", "vote-median"},
 		Updates:     task.Rankings,
@@ -34,15 +34,17 @@ func init() {
 			fc := task.DefaultFRL(subSeed(cfg.Seed, seedModel))
 			ApplyHyper(cfg, &fc.Hyper, &fc.LRDecay)
 			fc.Codec = cfg.RankingCodec
+			fc.Conv = mnistModel(cfg)
 			return task.NewFRL(fc, d)
 		},
-		Hyper: func(Config) Hyper { d := task.DefaultFRL(0); return HyperOf(d.Hyper, d.LRDecay) },
+		Models: mnistModels,
+		Hyper:  func(Config) Hyper { d := task.DefaultFRL(0); return HyperOf(d.Hyper, d.LRDecay) },
 	})
 	fedavg := mnist
 	fedavg.Aggregator = "fedavg"
 	RegisterScenario(Scenario{
 		Name:        "fedavg-mnist",
-		Description: "FedAvg baseline on MNIST: the same LeNet-300-100 with trainable dense weights",
+		Description: "FedAvg baseline on MNIST: the same LeNet-300-100 (or --model lenet) with trainable dense weights",
 		Defaults:    fedavg,
 		Aggregators: []string{"fedavg", "median", "trimmed-mean", "multi-krum"},
 		Updates:     task.Weights,
@@ -53,10 +55,27 @@ func init() {
 			}
 			dc := task.DefaultFedAvg(subSeed(cfg.Seed, seedModel))
 			ApplyHyper(cfg, &dc.Hyper, &dc.LRDecay)
+			dc.Conv = mnistModel(cfg)
 			return task.NewDense(dc, d)
 		},
-		Hyper: func(Config) Hyper { d := task.DefaultFedAvg(0); return HyperOf(d.Hyper, d.LRDecay) },
+		Models: mnistModels,
+		Hyper:  func(Config) Hyper { d := task.DefaultFedAvg(0); return HyperOf(d.Hyper, d.LRDecay) },
 	})
+}
+
+// The networks of the MNIST scenarios (Config.Model), the default first:
+// the fully connected LeNet-300-100 and the reference's convolutional LeNet
+// (model.LeNet).
+var mnistModels = []string{"fc", "lenet"}
+
+// mnistModel is the convolutional network cfg.Model names, nil for the
+// fully connected default.
+func mnistModel(cfg Config) *model.ConvArch {
+	if cfg.Model == "lenet" {
+		a := model.LeNet()
+		return &a
+	}
+	return nil
 }
 
 // Sub-seeds derived from a run's seed, one per independent random choice.

@@ -100,6 +100,12 @@ type Config struct {
 	// (bucket-mask:16), a scenario without one sends packed rankings.
 	// Ranking scenarios only.
 	RankingCodec string `json:"ranking_codec,omitempty"`
+	// Model is the network of scenarios that offer a choice (Scenario.Models):
+	// "" or "fc", the fully connected default (LeNet-300-100), or "lenet",
+	// the reference's MNIST LeNet (two 3×3 convolutions, a 2×2 max-pool,
+	// two fully connected layers). "fc" is reported as "", so that the
+	// configs (and sweep cells) of existing runs are unchanged.
+	Model string `json:"model,omitempty"`
 	// AggregatorParams describes the aggregator's own parameters (its trim
 	// fraction, Multi-Krum's f and m, vote-robust's outlier threshold):
 	// filled in by Resolve from the scenario, for the report. It cannot be

@@ -68,6 +68,17 @@ func Resolve(cfg Config) (Config, Scenario, error) {
 	if err := checkAttack(cfg, sc.Updates); err != nil {
 		return cfg, sc, err
 	}
+	if cfg.Model != "" {
+		if !slices.Contains(sc.Models, cfg.Model) {
+			if len(sc.Models) == 0 {
+				return cfg, sc, &ConfigError{Field: "model", Msg: fmt.Sprintf("scenario %s offers no choice of model", sc.Name)}
+			}
+			return cfg, sc, &ConfigError{Field: "model", Msg: fmt.Sprintf("scenario %s has no model %q (have: %s)", sc.Name, cfg.Model, strings.Join(sc.Models, ", "))}
+		}
+		if cfg.Model == sc.Models[0] {
+			cfg.Model = "" // the default is reported as unset (Config.Model)
+		}
+	}
 	return cfg, sc, nil
 }
 

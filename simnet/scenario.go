@@ -29,6 +29,10 @@ type Scenario struct {
 	// nil for a task without such settings: they stay zero and no other
 	// value is accepted.
 	Hyper func(cfg Config) Hyper
+	// Models lists the networks the scenario offers (Config.Model), the
+	// default first; nil: only its one network, and Config.Model must be
+	// unset.
+	Models []string
 }
 
 // Info is a name and a one-line description, for `sim --list`.

@@ -1,6 +1,12 @@
 package task
 
-import "slices"
+import (
+	"errors"
+	"slices"
+)
+
+// errConvExport: the export format is a fully connected stack.
+var errConvExport = errors.New("task: export covers fully connected networks only, not a convolutional one")
 
 // Exporter turns an encoded global model into the weights of the plain dense
 // network it computes: fully connected, ReLU, no biases, layer l of
@@ -25,6 +31,9 @@ var (
 // rank-vote fine-tuning (NewFRLLoRA), the base with the masked adapters
 // merged, W0 + s·(M_A ⊙ A)ᵀ(M_B ⊙ Bt) per layer.
 func (t *FRL) DenseWeights(m []byte) ([]int, [][]float32, error) {
+	if t.net.Conv != nil {
+		return nil, nil, errConvExport
+	}
 	order, err := t.spec.DecodeFRLModel(m, nil)
 	if err != nil {
 		return nil, nil, err
@@ -45,6 +54,9 @@ func (t *FRL) DenseWeights(m []byte) ([]int, [][]float32, error) {
 
 // DenseWeights implements Exporter: the model's weights.
 func (t *Dense) DenseWeights(m []byte) ([]int, [][]float32, error) {
+	if t.net.Conv != nil {
+		return nil, nil, errConvExport
+	}
 	w, err := t.spec.DecodeDenseModel(m, nil)
 	if err != nil {
 		return nil, nil, err

@@ -17,6 +17,9 @@ type DenseConfig struct {
 	Seed    uint64 // seeds the initial weights
 	Hyper   model.Hyper
 	LRDecay float64
+	// Conv, when set, makes the network this convolutional one instead of
+	// the fully connected Sizes (model.LeNet).
+	Conv *model.ConvArch
 }
 
 // DefaultFedAvg is the FRL reference's FedAvg baseline on MNIST (lr 0.01),
@@ -48,29 +51,45 @@ func NewDense(cfg DenseConfig, d Data) (*Dense, error) {
 	if err := cfg.Hyper.Validate(); err != nil {
 		return nil, err
 	}
-	net, err := model.NewDense(cfg.Sizes, cfg.Seed)
+	var net *model.Dense
+	var err error
+	if cfg.Conv != nil {
+		net, err = model.NewConvDense(*cfg.Conv, cfg.Seed)
+	} else {
+		net, err = model.NewDense(cfg.Sizes, cfg.Seed)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := d.check(cfg.Sizes[0], cfg.LRDecay); err != nil {
+	if err := d.check(net.InputDim(), cfg.LRDecay); err != nil {
 		return nil, err
 	}
 	spec := aggregate.Spec{Seed: cfg.Seed, Sizes: net.Sizes}
+	if net.Conv != nil {
+		spec = aggregate.Spec{Seed: cfg.Seed, Shapes: net.Shapes()}
+	}
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
 	t := &Dense{cfg: cfg, spec: spec, net: net, data: d}
 	t.flipped = sync.OnceValue(func() *model.Inputs { return flipLabels(d.Train) })
-	t.workers.New = func() any { return model.NewDenseTrainer(net.Sizes, cfg.Hyper.Batch) }
+	t.workers.New = func() any { return net.NewTrainer(cfg.Hyper.Batch) }
 	t.evals.New = func() any { return model.NewEvaluator(net.Sizes) }
+	if net.Conv != nil {
+		t.evals.New = func() any { return model.NewConvEvaluator(*net.Conv) }
+	}
 	return t, nil
 }
 
 // Info implements Task.
 func (t *Dense) Info() Info {
+	m := fmt.Sprintf("dense %v", t.cfg.Sizes)
+	if t.net.Conv != nil {
+		m = "dense " + t.net.Conv.String()
+	}
 	return Info{
 		Name:              t.cfg.Name,
-		Model:             fmt.Sprintf("dense %v", t.cfg.Sizes),
+		Model:             m,
 		Params:            t.net.Params(),
 		DefaultAggregator: denseAggregators[0].name,
 		Aggregators:       aggregatorNames(denseAggregators),
@@ -144,6 +163,9 @@ func (t *Dense) Evaluate(m []byte) (Eval, error) {
 	if err != nil {
 		return Eval{}, err
 	}
-	colsum := model.ColumnSums(w[0], t.cfg.Sizes[0], t.cfg.Sizes[1])
+	var colsum []float32 // the fully connected engine's first-layer column sums
+	if t.net.Conv == nil {
+		colsum = model.ColumnSums(w[0], t.cfg.Sizes[0], t.cfg.Sizes[1])
+	}
 	return evaluate(&t.evals, w, colsum, t.data.Test), nil
 }

@@ -33,6 +33,11 @@ type FRLConfig struct {
 	// Keep is the fraction of each layer's edges a mask keeps; only rank-vote
 	// fine-tuning (NewFRLLoRA) sets it, a supermask network keeps half.
 	Keep float64
+	// Conv, when set, makes the network this convolutional one instead of
+	// the fully connected Sizes (model.LeNet, the reference's MNIST LeNet):
+	// each weight layer, a convolution's kernel tensor included, is one
+	// layer of edges, ranked and voted like a fully connected one.
+	Conv *model.ConvArch
 }
 
 // The ranking codecs of FRLConfig.Codec.
@@ -214,7 +219,13 @@ func NewFRL(cfg FRLConfig, d Data) (*FRL, error) {
 	if _, _, err := ParseRankingCodec(cfg.Codec); err != nil {
 		return nil, fmt.Errorf("task %s: %w", cfg.Name, err)
 	}
-	net, err := model.NewSupermask(cfg.Sizes, cfg.Seed)
+	var net *model.Supermask
+	var err error
+	if cfg.Conv != nil {
+		net, err = model.NewConvSupermask(*cfg.Conv, cfg.Seed)
+	} else {
+		net, err = model.NewSupermask(cfg.Sizes, cfg.Seed)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -231,10 +242,17 @@ func newFRL(cfg FRLConfig, net *model.Supermask, adapter *model.MaskedLoRA, base
 	if err != nil {
 		return nil, fmt.Errorf("task %s: %w", cfg.Name, err)
 	}
-	if err := d.check(cfg.Sizes[0], cfg.LRDecay); err != nil {
+	inputs := 0
+	spec := aggregate.Spec{Seed: cfg.Seed, Sizes: net.Sizes}
+	if net.Conv != nil {
+		inputs = net.InputDim()
+		spec = aggregate.Spec{Seed: cfg.Seed, Shapes: net.Shapes()}
+	} else {
+		inputs = cfg.Sizes[0]
+	}
+	if err := d.check(inputs, cfg.LRDecay); err != nil {
 		return nil, err
 	}
-	spec := aggregate.Spec{Seed: cfg.Seed, Sizes: net.Sizes}
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -260,6 +278,9 @@ func newFRL(cfg FRLConfig, net *model.Supermask, adapter *model.MaskedLoRA, base
 		return &frlWorker{tr: net.NewTrainer(cfg.Hyper.Batch), order: make([][]uint32, len(net.Layers))}
 	}
 	t.evals.New = func() any { return model.NewEvaluator(net.Sizes) }
+	if net.Conv != nil {
+		t.evals.New = func() any { return model.NewConvEvaluator(*net.Conv) }
+	}
 	if adapter != nil {
 		t.evals.New = func() any { return model.NewEvaluator(adapter.LoRA.Sizes) }
 	}
@@ -269,6 +290,9 @@ func newFRL(cfg FRLConfig, net *model.Supermask, adapter *model.MaskedLoRA, base
 // Info implements Task.
 func (t *FRL) Info() Info {
 	m := fmt.Sprintf("supermask %v", t.cfg.Sizes)
+	if t.net.Conv != nil {
+		m = "supermask " + t.net.Conv.String()
+	}
 	if t.adapter != nil {
 		m = fmt.Sprintf("supermask adapters r=%d (keep %.2g) on dense %v (base %x)",
 			slices.Max(t.adapter.LoRA.Ranks), t.cfg.Keep, t.base.Sizes, t.base.Hash[:4])

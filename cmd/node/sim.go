@@ -58,6 +58,7 @@ var flagForField = map[string]string{
 	"lr_schedule":   "lr-schedule",
 	"lr_decay":      "lr-decay",
 	"ranking_codec": "ranking-codec",
+	"model":         "model",
 }
 
 // reportOnlyFields are the simnet.Config fields that no flag sets: effective
@@ -153,6 +154,7 @@ func parseSim(args []string, stderr io.Writer) (simOptions, error) {
 	fs.StringVar(&c.LRSchedule, "lr-schedule", "", "learning-rate `schedule` within a round: cosine or constant (default: the scenario's)")
 	fs.Float64Var(&c.LRDecay, "lr-decay", 0, "learning-rate `factor` per round, in (0, 1] (default: the scenario's)")
 	fs.StringVar(&c.RankingCodec, "ranking-codec", "", "how peers send rankings: packed (ceil(log2 n) bits per edge), delta (lossless, coded against the global model), bucket:B or bucket-mask:B (lossy: each edge's bucket of B, coded against the global model) (default: the scenario's; frl-mnist's is "+task.DefaultRankingCodec+")")
+	fs.StringVar(&c.Model, "model", "", "the `network` of the MNIST scenarios: fc (LeNet-300-100, the default) or lenet (the reference's conv LeNet: two 3x3 convolutions, 2x2 max-pool, two fully connected layers)")
 	fs.StringVar(&o.out, "out", "", "write report.json, rounds.csv and accuracy.png into `dir`")
 	fs.BoolVar(&o.json, "json", false, "print report.json on stdout instead of the table")
 	fs.BoolVar(&o.list, "list", false, "list the scenarios, aggregators, attacks, network profiles and faults")
@@ -383,6 +385,7 @@ type scenarioListing struct {
 	Description       string   `json:"description"`
 	DefaultAggregator string   `json:"default_aggregator"`
 	Aggregators       []string `json:"aggregators"`
+	Models            []string `json:"models,omitempty"`
 }
 
 func listSim(asJSON bool, stdout, stderr io.Writer) int {
@@ -392,7 +395,7 @@ func listSim(asJSON bool, stdout, stderr io.Writer) int {
 		if def == "" && len(s.Aggregators) > 0 {
 			def = s.Aggregators[0]
 		}
-		l.Scenarios = append(l.Scenarios, scenarioListing{s.Name, s.Description, def, s.Aggregators})
+		l.Scenarios = append(l.Scenarios, scenarioListing{s.Name, s.Description, def, s.Aggregators, s.Models})
 	}
 	if asJSON {
 		b, err := json.MarshalIndent(l, "", "  ")
@@ -422,6 +425,9 @@ func listSim(asJSON bool, stdout, stderr io.Writer) int {
 			aggs = append(aggs, a)
 		}
 		fmt.Fprintf(tw, "  \taggregators (--aggregator): %s\n", strings.Join(aggs, ", "))
+		if len(s.Models) > 0 {
+			fmt.Fprintf(tw, "  \tmodels (--model): %s (default), %s\n", s.Models[0], strings.Join(s.Models[1:], ", "))
+		}
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "Attacks (--attack):")
