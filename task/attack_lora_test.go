@@ -195,28 +195,3 @@ func TestLoRAFedAvgAttacks(t *testing.T) {
 		t.Errorf("reverse on weights: %v", err)
 	}
 }
-
-// TestLoRATrainFlipped: label flipping trains other factors than honest
-// training, deterministically, without changing honest training.
-func TestLoRATrainFlipped(t *testing.T) {
-	for _, merge := range []string{MergeMedian, MergeFedAvg} {
-		tk := attackLoRA(t, merge, "int8")
-		job := jobOf(tk, 1)
-		honest, err := tk.Train(job)
-		if err != nil {
-			t.Fatal(err)
-		}
-		flipped, err := tk.TrainFlipped(job)
-		if err != nil {
-			t.Fatal(err)
-		}
-		again, _ := tk.TrainFlipped(job)
-		if bytes.Equal(honest, flipped) || !bytes.Equal(flipped, again) {
-			t.Errorf("%s: flipped training equal to honest, or not deterministic", merge)
-		}
-		if again, _ := tk.Train(job); !bytes.Equal(again, honest) {
-			t.Errorf("%s: flipped training changed honest training", merge)
-		}
-		acceptedByAll(t, tk, flipped)
-	}
-}

@@ -255,8 +255,11 @@ func TestDenseSignFlipAndNoise(t *testing.T) {
 	}
 }
 
+// TestTrainFlipped: label flipping trains another update than honest
+// training, deterministically, without changing honest training (FRL,
+// dense, and adapters with a factor merge and in fedavg mode).
 func TestTrainFlipped(t *testing.T) {
-	for _, tk := range []Attackable{smallFRL(t), smallDense(t)} {
+	for _, tk := range []Attackable{smallFRL(t), smallDense(t), attackLoRA(t, MergeMedian, "int8"), attackLoRA(t, MergeFedAvg, "int8")} {
 		job := jobOf(tk, 1)
 		honest, err := tk.Train(job)
 		if err != nil {
@@ -268,10 +271,10 @@ func TestTrainFlipped(t *testing.T) {
 		}
 		again, _ := tk.TrainFlipped(job)
 		if bytes.Equal(honest, flipped) || !bytes.Equal(flipped, again) {
-			t.Errorf("%s: flipped training equal to honest, or not deterministic", tk.Info().Name)
+			t.Errorf("%s (%s): flipped training equal to honest, or not deterministic", tk.Info().Name, tk.Info().DefaultAggregator)
 		}
 		if again, _ := tk.Train(job); !bytes.Equal(again, honest) {
-			t.Errorf("%s: flipped training changed honest training", tk.Info().Name)
+			t.Errorf("%s (%s): flipped training changed honest training", tk.Info().Name, tk.Info().DefaultAggregator)
 		}
 		acceptedByAll(t, tk, flipped)
 	}
