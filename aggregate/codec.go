@@ -242,7 +242,7 @@ func (s Spec) EncodeFRLDeltaUpdate(dst []byte, order, ref [][]uint32, c *rankvot
 // delta-coded against ref (the round's global rankings), into dst. c may
 // be nil.
 func (s Spec) DecodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder) ([][]uint32, error) {
-	return s.decodeFRLUpdateAgainst(src, dst, ref, c, nil, true)
+	return s.decodeFRLUpdateAgainst(src, dst, ref, c, nil, nil, true)
 }
 
 // IsFRLDeltaUpdate tells whether src claims to be a delta-coded FRL update.
@@ -301,7 +301,10 @@ func isCodedFRLUpdate(src []byte) bool {
 
 // decodeFRLUpdateAgainst decodes a packed, delta- or bucket-coded update;
 // c and bc (either may be nil) are reused for the coded ones.
-func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder, bc *rankvote.BucketCoder, permCheck bool) ([][]uint32, error) {
+//
+// bounds, when not nil, is the federation's bucket layout of every layer: a
+// bucket-coded update of another layout is malformed.
+func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder, bc *rankvote.BucketCoder, bounds [][]uint32, permCheck bool) ([][]uint32, error) {
 	switch {
 	case len(src) >= 4 && [4]byte(src[:4]) == magicFRLBucket:
 		// Each bucket's edges are ordered by a pseudo-random draw seeded
@@ -314,7 +317,10 @@ func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvot
 			bc = new(rankvote.BucketCoder)
 		}
 		return s.decodeCodedLayers(src, magicFRLBucket, "bucket-coded", dst, ref, func(l int, dst []uint32, p []byte) ([]uint32, []byte, error) {
-			r, _, rest, err := bc.Decode(dst, p, ref[l], seed+uint64(l))
+			r, lay, rest, err := bc.Decode(dst, p, ref[l], seed+uint64(l))
+			if err == nil && bounds != nil && !slices.Equal(lay, bounds[l]) {
+				err = fmt.Errorf("a layout of %d buckets, not the federation's %d-bucket layout", len(lay)-1, len(bounds[l])-1)
+			}
 			return r, rest, err
 		})
 	case IsFRLDeltaUpdate(src):
@@ -469,12 +475,77 @@ type updateDecoder struct {
 	bucket rankvote.BucketCoder
 	pre    *Predecoder // nil until asked for
 	taken  [][]uint32  // the rankings last taken from pre, to give back
+	// format is the one update format the federation uses (0: any), and
+	// bounds its bucket layouts (FormatBucket).
+	format RankingFormat
+	bounds [][]uint32
+}
+
+// RankingFormat names a format of FRL updates on the wire.
+type RankingFormat byte
+
+// The formats of FRL updates.
+const (
+	FormatAny    RankingFormat = iota // no requirement
+	FormatPacked                      // EncodeFRLUpdate
+	FormatDelta                       // EncodeFRLDeltaUpdate
+	FormatBucket                      // EncodeFRLBucketUpdate
+)
+
+func (f RankingFormat) String() string {
+	switch f {
+	case FormatPacked:
+		return "packed"
+	case FormatDelta:
+		return "delta-coded"
+	case FormatBucket:
+		return "bucket-coded"
+	}
+	return "any"
+}
+
+// formatOf is the format src claims by its magic (FormatAny: none of them).
+func formatOf(src []byte) RankingFormat {
+	if len(src) < 4 {
+		return FormatAny
+	}
+	switch [4]byte(src[:4]) {
+	case magicFRLUpdate:
+		return FormatPacked
+	case magicFRLDelta:
+		return FormatDelta
+	case magicFRLBucket:
+		return FormatBucket
+	}
+	return FormatAny
+}
+
+// RankingFormatter is implemented by the ranking aggregators.
+// RequireRankingFormat makes them reject, as malformed, every update in
+// another format than f, and bucket-coded updates whose layout of some
+// layer is not bounds[l]. A federation fixes one format in its genesis;
+// an update in another, finer one (say packed rankings in a bucket-mask:16
+// federation) would carry more say than the honest peers' quantized
+// rankings. Call it before the first Begin.
+type RankingFormatter interface {
+	RequireRankingFormat(f RankingFormat, bounds [][]uint32)
+}
+
+func (d *updateDecoder) requireFormat(f RankingFormat, bounds [][]uint32) {
+	d.format, d.bounds = f, nil
+	if f == FormatBucket {
+		d.bounds = bounds
+	}
+	if d.pre != nil {
+		d.pre.bounds = d.bounds
+	}
 }
 
 // predecoder returns d's Predecoder, made on the first call.
 func (d *updateDecoder) predecoder() *Predecoder {
 	if d.pre == nil {
 		d.pre = newPredecoder(d.spec)
+		d.pre.bounds = d.bounds
 	}
 	return d.pre
 }
@@ -496,6 +567,9 @@ func (d *updateDecoder) decode(payload []byte) ([][]uint32, error) {
 		d.pre.recycle(d.taken)
 		d.taken = nil
 	}
+	if got := formatOf(payload); d.format != FormatAny && got != d.format && got != FormatAny {
+		return nil, malformed("a %s FRL update; this federation's updates are %s", got, d.format)
+	}
 	var ref [][]uint32
 	if isCodedFRLUpdate(payload) {
 		if d.pre != nil {
@@ -513,7 +587,7 @@ func (d *updateDecoder) decode(payload []byte) ([][]uint32, error) {
 		}
 		ref = d.ref
 	}
-	ranks, err := d.spec.decodeFRLUpdateAgainst(payload, d.ranks, ref, &d.delta, &d.bucket, false)
+	ranks, err := d.spec.decodeFRLUpdateAgainst(payload, d.ranks, ref, &d.delta, &d.bucket, d.bounds, false)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/fedrank/fedrank/rankvote"
@@ -104,6 +105,43 @@ func TestRankingAggregatorsDecodeDelta(t *testing.T) {
 		}
 		if _, err := a.Finalize(); err != nil || a.Len() != len(voters) {
 			t.Fatalf("%s: %v, %d updates", a.Name(), err, a.Len())
+		}
+	}
+	// With the federation's format required, every other format is
+	// rejected as malformed, the vote unchanged; so is a bucket update
+	// of a finer layout.
+	finer := make([][]uint32, len(layers))
+	for l, n := range layers {
+		finer[l] = rankvote.UniformBounds(n, min(5, n))
+	}
+	for _, mk := range makers {
+		a := must(mk())
+		a.(RankingFormatter).RequireRankingFormat(FormatBucket, bounds)
+		if err := a.Begin(1, gm); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Add(Update{Peer: "ok", Payload: spec.EncodeFRLBucketUpdate(nil, voters[0], global, bounds, nil)}); err != nil {
+			t.Fatalf("%s: the federation's format: %v", a.Name(), err)
+		}
+		for what, b := range map[string][]byte{
+			"packed":       spec.EncodeFRLUpdate(nil, voters[1]),
+			"delta-coded":  spec.EncodeFRLDeltaUpdate(nil, voters[1], global, nil),
+			"finer layout": spec.EncodeFRLBucketUpdate(nil, voters[1], global, finer, nil),
+		} {
+			err := a.Add(Update{Peer: "other", Payload: b})
+			if !errors.Is(err, ErrMalformed) || a.Len() != 1 {
+				t.Fatalf("%s: a %s update in a bucket federation: %v (%d counted)", a.Name(), what, err, a.Len())
+			}
+			if what != "finer layout" && !strings.Contains(err.Error(), "this federation's updates are bucket-coded") {
+				t.Errorf("%s: unclear error %q", a.Name(), err)
+			}
+		}
+		a.(RankingFormatter).RequireRankingFormat(FormatPacked, nil)
+		if err := a.Begin(2, gm); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Add(Update{Peer: "b", Payload: spec.EncodeFRLBucketUpdate(nil, voters[0], global, bounds, nil)}); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("%s: a bucket update in a packed federation: %v", a.Name(), err)
 		}
 	}
 	got, err := spec.DecodeFRLUpdateAgainst(spec.EncodeFRLBucketUpdate(nil, voters[0], global, bounds, nil), nil, global, nil)

@@ -32,6 +32,7 @@ type Predecoder struct {
 	done   map[uint64][]predecoded // by maphash of the payload
 	free   [][][]uint32            // rankings buffers to reuse
 	hits   int                     // updates taken decoded
+	bounds [][]uint32              // the federation's bucket layouts (nil: any)
 }
 
 type predecodeRef struct {
@@ -86,7 +87,7 @@ func (p *Predecoder) Decode(global, payload []byte) {
 		return
 	}
 	c := p.coders.Get().(*predecodeCoders)
-	ranks, err := p.spec.decodeFRLUpdateAgainst(payload, dst, ref.ranks, &c.delta, &c.bucket, false)
+	ranks, err := p.spec.decodeFRLUpdateAgainst(payload, dst, ref.ranks, &c.delta, &c.bucket, p.bounds, false)
 	p.coders.Put(c)
 	if err != nil {
 		return

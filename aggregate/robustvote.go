@@ -50,6 +50,11 @@ func (r *rankingInput) Add(u Update) error {
 	return nil
 }
 
+// RequireRankingFormat implements RankingFormatter.
+func (r *rankingInput) RequireRankingFormat(f RankingFormat, bounds [][]uint32) {
+	r.dec.requireFormat(f, bounds)
+}
+
 // Predecoder implements Predecoding.
 func (r *rankingInput) Predecoder() *Predecoder { return r.dec.predecoder() }
 

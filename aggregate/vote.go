@@ -58,6 +58,11 @@ func (v *Vote) Add(u Update) error {
 	return nil
 }
 
+// RequireRankingFormat implements RankingFormatter.
+func (v *Vote) RequireRankingFormat(f RankingFormat, bounds [][]uint32) {
+	v.dec.requireFormat(f, bounds)
+}
+
 // Predecoder implements Predecoding.
 func (v *Vote) Predecoder() *Predecoder { return v.dec.predecoder() }
 

@@ -205,7 +205,15 @@ func (t *FRL) Poison(p Poison) ([]byte, error) {
 		return nil, fmt.Errorf("task %s: %q: %w (%s; have: %s, %s, %s, %s)", t.cfg.Name, p.Attack, ErrAttackKind,
 			Rankings, AttackReverse, AttackRandom, AttackAdaptive, AttackLabelFlip)
 	}
-	return t.spec.EncodeFRLUpdate(make([]byte, 0, t.spec.FRLUpdateSize()), order), nil
+	// In the federation's codec: the aggregator takes no other format.
+	var ref [][]uint32
+	if t.codec != CodecPacked {
+		var err error
+		if ref, err = t.spec.DecodeFRLModel(p.Job.Model, nil); err != nil {
+			return nil, fmt.Errorf("task %s: %s: global model: %w", t.cfg.Name, p.Attack, err)
+		}
+	}
+	return t.encodeRanking(order, ref, nil, nil), nil
 }
 
 // decodeHonest decodes p.Honest, at least one update, and hands each to add

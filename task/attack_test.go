@@ -299,3 +299,43 @@ func TestAggregatorRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestFRLForgedUpdatesInTheFederationCodec: in a federation of a coded
+// ranking format, forged rankings go out in that format (the aggregator
+// takes no other), and a packed ranking is rejected.
+func TestFRLForgedUpdatesInTheFederationCodec(t *testing.T) {
+	for _, codec := range []string{CodecDelta, "bucket-mask:16", "bucket:4"} {
+		cfg := DefaultFRL(3)
+		cfg.Name, cfg.Sizes, cfg.Codec = "frl-small", []int{16, 8, 3}, codec
+		tk, err := NewFRL(cfg, smallData(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h0, err := tk.Train(jobOf(tk, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var forged [][]byte
+		for _, attack := range []string{AttackReverse, AttackRandom, AttackAdaptive} {
+			p, err := tk.Poison(Poison{Attack: attack, Job: jobOf(tk, 1), Honest: [][]byte{h0}, Target: DefaultAdaptiveTarget})
+			if err != nil {
+				t.Fatalf("%s %s: %v", codec, attack, err)
+			}
+			if !bytes.Equal(p[:4], h0[:4]) {
+				t.Errorf("%s %s: forged update's format %q, honest %q", codec, attack, p[:4], h0[:4])
+			}
+			forged = append(forged, p)
+		}
+		acceptedByAll(t, tk, forged...)
+		global, _ := tk.InitialModel()
+		order, _ := tk.Spec().DecodeFRLModel(global, nil)
+		packed := tk.Spec().EncodeFRLUpdate(nil, order)
+		for _, name := range tk.Info().Aggregators {
+			a, _ := tk.NewAggregator(name)
+			_ = a.Begin(1, global)
+			if err := a.Add(aggregate.Update{Peer: "p", Samples: 1, Payload: packed}); !errors.Is(err, aggregate.ErrMalformed) {
+				t.Errorf("%s %s: a packed update: %v", codec, name, err)
+			}
+		}
+	}
+}

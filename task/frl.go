@@ -26,8 +26,8 @@ type FRLConfig struct {
 	LRDecay float64
 	// Codec is how a peer's rankings go on the wire: CodecPacked ("" too),
 	// CodecDelta, "bucket:B" or "bucket-mask:B" (lossy; CodecBucket and
-	// CodecBucketMask with B buckets). Every ranking aggregator decodes them
-	// all. ParseRankingCodec checks a name. frl-mnist's default is
+	// CodecBucketMask with B buckets). The task's aggregators take updates
+	// in this codec only. ParseRankingCodec checks a name. frl-mnist's default is
 	// DefaultRankingCodec; this field's, packed.
 	Codec string
 	// Keep is the fraction of each layer's edges a mask keeps; only rank-vote
@@ -341,8 +341,42 @@ func (t *FRL) InitialModel() ([]byte, error) {
 }
 
 // NewAggregator implements Task.
+//
+// The aggregator takes updates in the task's ranking codec only (for the
+// bucket codecs, with the task's layout): an update in another, finer
+// format would carry more say than the honest peers' (aggregate.RankingFormatter).
 func (t *FRL) NewAggregator(name string) (aggregate.Aggregator, error) {
-	return newAggregator(t.cfg.Name, frlAggregators, name, t.spec)
+	a, err := newAggregator(t.cfg.Name, frlAggregators, name, t.spec)
+	if err != nil {
+		return nil, err
+	}
+	if f, ok := a.(aggregate.RankingFormatter); ok {
+		f.RequireRankingFormat(t.rankingFormat(), t.bounds)
+	}
+	return a, nil
+}
+
+// rankingFormat is the wire format of the task's codec.
+func (t *FRL) rankingFormat() aggregate.RankingFormat {
+	switch t.codec {
+	case CodecDelta:
+		return aggregate.FormatDelta
+	case CodecBucket, CodecBucketMask:
+		return aggregate.FormatBucket
+	}
+	return aggregate.FormatPacked
+}
+
+// encodeRanking encodes rankings order in the task's codec, coded against
+// the global rankings ref when the codec needs them.
+func (t *FRL) encodeRanking(order, ref [][]uint32, delta *rankvote.DeltaCoder, bucket *rankvote.BucketCoder) []byte {
+	switch t.codec {
+	case CodecDelta:
+		return t.spec.EncodeFRLDeltaUpdate(nil, order, ref, delta)
+	case CodecBucket, CodecBucketMask:
+		return t.spec.EncodeFRLBucketUpdate(nil, order, ref, t.bounds, bucket)
+	}
+	return t.spec.EncodeFRLUpdate(make([]byte, 0, t.spec.FRLUpdateSize()), order)
 }
 
 // Train implements Task: local training from the global ranking, then the
@@ -395,13 +429,7 @@ func (t *FRL) train(job Job, train *model.Inputs) ([]byte, error) {
 	for l, s := range scores {
 		w.order[l] = w.sort.Argsort(s, w.order[l])
 	}
-	switch t.codec {
-	case CodecDelta:
-		return t.spec.EncodeFRLDeltaUpdate(nil, w.order, w.ref, &w.delta), nil
-	case CodecBucket, CodecBucketMask:
-		return t.spec.EncodeFRLBucketUpdate(nil, w.order, w.ref, t.bounds, &w.bucket), nil
-	}
-	return t.spec.EncodeFRLUpdate(make([]byte, 0, t.spec.FRLUpdateSize()), w.order), nil
+	return t.encodeRanking(w.order, w.ref, &w.delta, &w.bucket), nil
 }
 
 // Evaluate implements Task.
