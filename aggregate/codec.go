@@ -319,7 +319,10 @@ func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvot
 		return s.decodeCodedLayers(src, magicFRLBucket, "bucket-coded", dst, ref, func(l int, dst []uint32, p []byte) ([]uint32, []byte, error) {
 			r, lay, rest, err := bc.Decode(dst, p, ref[l], seed+uint64(l))
 			if err == nil && bounds != nil && !slices.Equal(lay, bounds[l]) {
-				err = fmt.Errorf("a layout of %d buckets, not the federation's %d-bucket layout", len(lay)-1, len(bounds[l])-1)
+				err = fmt.Errorf("a %d-bucket layout, not the federation's", len(lay)-1)
+				if len(lay) == len(bounds[l]) {
+					err = fmt.Errorf("a %d-bucket layout with other bounds than the federation's", len(lay)-1)
+				}
 			}
 			return r, rest, err
 		})

@@ -110,9 +110,10 @@ func TestRankingAggregatorsDecodeDelta(t *testing.T) {
 	// With the federation's format required, every other format is
 	// rejected as malformed, the vote unchanged; so is a bucket update
 	// of a finer layout.
-	finer := make([][]uint32, len(layers))
+	finer, other := make([][]uint32, len(layers)), make([][]uint32, len(layers))
 	for l, n := range layers {
 		finer[l] = rankvote.UniformBounds(n, min(5, n))
+		other[l] = []uint32{0, 1, 2, 3, uint32(n)} // 4 buckets, as bounds, but others
 	}
 	for _, mk := range makers {
 		a := must(mk())
@@ -127,12 +128,20 @@ func TestRankingAggregatorsDecodeDelta(t *testing.T) {
 			"packed":       spec.EncodeFRLUpdate(nil, voters[1]),
 			"delta-coded":  spec.EncodeFRLDeltaUpdate(nil, voters[1], global, nil),
 			"finer layout": spec.EncodeFRLBucketUpdate(nil, voters[1], global, finer, nil),
+			"other bounds": spec.EncodeFRLBucketUpdate(nil, voters[1], global, other, nil),
 		} {
 			err := a.Add(Update{Peer: "other", Payload: b})
 			if !errors.Is(err, ErrMalformed) || a.Len() != 1 {
 				t.Fatalf("%s: a %s update in a bucket federation: %v (%d counted)", a.Name(), what, err, a.Len())
 			}
-			if what != "finer layout" && !strings.Contains(err.Error(), "this federation's updates are bucket-coded") {
+			want := map[string]string{
+				"finer layout": "a 5-bucket layout, not the federation's",
+				"other bounds": "a 4-bucket layout with other bounds than the federation's",
+			}[what]
+			if want == "" {
+				want = "this federation's updates are bucket-coded"
+			}
+			if !strings.Contains(err.Error(), want) {
 				t.Errorf("%s: unclear error %q", a.Name(), err)
 			}
 		}
