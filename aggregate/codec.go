@@ -246,7 +246,7 @@ func (s Spec) DecodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvot
 }
 
 // IsFRLDeltaUpdate tells whether src claims to be a delta-coded FRL update.
-func IsFRLDeltaUpdate(src []byte) bool { return len(src) >= 4 && [4]byte(src[:4]) == magicFRLDelta }
+func IsFRLDeltaUpdate(src []byte) bool { return formatOf(src) == FormatDelta }
 
 // EncodeFRLBucketUpdate encodes a peer's rankings lossily: per layer, the
 // bucket of every edge under bounds[l] (rankvote.BucketCoder), in the
@@ -296,7 +296,8 @@ func (s Spec) decodeCodedLayers(src []byte, magic [4]byte, what string, dst, ref
 // isCodedFRLUpdate tells whether src claims to be an FRL update coded
 // against the global model (delta- or bucket-coded).
 func isCodedFRLUpdate(src []byte) bool {
-	return len(src) >= 4 && ([4]byte(src[:4]) == magicFRLDelta || [4]byte(src[:4]) == magicFRLBucket)
+	f := formatOf(src)
+	return f == FormatDelta || f == FormatBucket
 }
 
 // decodeFRLUpdateAgainst decodes a packed, delta- or bucket-coded update;
@@ -305,8 +306,8 @@ func isCodedFRLUpdate(src []byte) bool {
 // bounds, when not nil, is the federation's bucket layout of every layer: a
 // bucket-coded update of another layout is malformed.
 func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvote.DeltaCoder, bc *rankvote.BucketCoder, bounds [][]uint32, permCheck bool) ([][]uint32, error) {
-	switch {
-	case len(src) >= 4 && [4]byte(src[:4]) == magicFRLBucket:
+	switch formatOf(src) {
+	case FormatBucket:
 		// Each bucket's edges are ordered by a pseudo-random draw seeded
 		// by the payload's FNV-1a hash: independent between voters, the
 		// same wherever it is decoded.
@@ -326,7 +327,7 @@ func (s Spec) decodeFRLUpdateAgainst(src []byte, dst, ref [][]uint32, c *rankvot
 			}
 			return r, rest, err
 		})
-	case IsFRLDeltaUpdate(src):
+	case FormatDelta:
 		if c == nil {
 			c = new(rankvote.DeltaCoder)
 		}

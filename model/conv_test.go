@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -408,7 +409,7 @@ func TestLeNetGradientsMatchFiniteDifferences(t *testing.T) {
 			order[i] = i
 		}
 		slices.SortFunc(order, func(a, b int) int {
-			return -cmpFloat(math.Abs(float64(gl[a])), math.Abs(float64(gl[b])))
+			return -cmp.Compare(math.Abs(float64(gl[a])), math.Abs(float64(gl[b])))
 		})
 		edges[l] = append(edges[l], order[0], order[1], rng.IntN(len(gl)))
 	}
@@ -439,7 +440,7 @@ func TestLeNetGradientsMatchFiniteDifferences(t *testing.T) {
 				order[i] = i
 			}
 			slices.SortFunc(order, func(a, b int) int {
-				return -cmpFloat(math.Abs(float64(gd[l][a])), math.Abs(float64(gd[l][b])))
+				return -cmp.Compare(math.Abs(float64(gd[l][a])), math.Abs(float64(gd[l][b])))
 			})
 			es := []int{order[0], order[1], rng.IntN(len(wl))}
 			if testing.Short() {
@@ -450,14 +451,4 @@ func TestLeNetGradientsMatchFiniteDifferences(t *testing.T) {
 			}
 		}
 	})
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

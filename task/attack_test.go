@@ -331,8 +331,13 @@ func TestFRLForgedUpdatesInTheFederationCodec(t *testing.T) {
 		order, _ := tk.Spec().DecodeFRLModel(global, nil)
 		packed := tk.Spec().EncodeFRLUpdate(nil, order)
 		for _, name := range tk.Info().Aggregators {
-			a, _ := tk.NewAggregator(name)
-			_ = a.Begin(1, global)
+			a, err := tk.NewAggregator(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Begin(1, global); err != nil {
+				t.Fatal(err)
+			}
 			if err := a.Add(aggregate.Update{Peer: "p", Samples: 1, Payload: packed}); !errors.Is(err, aggregate.ErrMalformed) {
 				t.Errorf("%s %s: a packed update: %v", codec, name, err)
 			}
